@@ -1,0 +1,95 @@
+"""Tests for transfer_utils.analysis: linear CKA properties and multi-seed summaries."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import transfer_utils as tu
+
+seeds = st.integers(0, 100_000)
+
+
+def _xy(seed, n=30, d1=6, d2=4):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d1, generator=g, dtype=torch.float64), torch.randn(
+        n, d2, generator=g, dtype=torch.float64)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=seeds, scale=st.floats(0.01, 100))
+def test_cka_bounds_identity_scaling_and_rotation(seed, scale):
+    X, Y = _xy(seed)
+    v = tu.linear_cka(X, Y)
+    assert 0.0 <= v <= 1.0
+    assert tu.linear_cka(X, X) == pytest.approx(1.0)
+    Q, _ = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(seed),
+                                       dtype=torch.float64))
+    assert tu.linear_cka(X @ Q * scale, Y) == pytest.approx(v, abs=1e-9)
+    assert tu.linear_cka(X + 5.0, Y) == pytest.approx(v, abs=1e-9)  # centring
+
+
+def test_cka_matches_formula_and_is_symmetric():
+    X, Y = _xy(1)
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    expected = (torch.linalg.norm(Yc.T @ Xc) ** 2 /
+                (torch.linalg.norm(Xc.T @ Xc) * torch.linalg.norm(Yc.T @ Yc))).item()
+    assert tu.linear_cka(X, Y) == pytest.approx(expected)
+    assert tu.linear_cka(Y, X) == pytest.approx(expected)
+    assert tu.linear_cka(X.numpy(), Y.numpy()) == pytest.approx(expected)
+
+
+def test_cka_of_independent_noise_is_low_and_related_is_high():
+    X, Y = _xy(2, n=2000, d1=5, d2=5)
+    assert tu.linear_cka(X, Y) < 0.05
+    assert tu.linear_cka(X, X[:, :3]) > 0.5
+
+
+def test_cka_errors():
+    with pytest.raises(ValueError, match="same examples: got 30 and 29"):
+        tu.linear_cka(torch.randn(30, 2), torch.randn(29, 2))
+    with pytest.raises(ValueError, match="2-D"):
+        tu.linear_cka(torch.randn(30), torch.randn(30, 2))
+    with pytest.raises(ValueError, match="at least 2"):
+        tu.linear_cka(torch.randn(1, 2), torch.randn(1, 2))
+    with pytest.raises(ValueError, match="constant"):
+        tu.linear_cka(torch.ones(5, 2), torch.randn(5, 2))
+
+
+def test_summarize():
+    s = tu.summarize([0.8, 0.9, 1.0])
+    assert s.mean == pytest.approx(0.9) and s.std == pytest.approx(0.1)
+    assert s.ci95 == pytest.approx(4.303 * 0.1 / math.sqrt(3))
+    assert s.n == 3 and "0.900 ± 0.100" in str(s) and f"{s:.2f}" == "0.90 ± 0.10"
+    one = tu.summarize([0.5])
+    assert one.std == 0.0 and one.ci95 == 0.0
+    with pytest.raises(ValueError, match="at least one"):
+        tu.summarize([])
+    with pytest.raises(ValueError, match="finite"):
+        tu.summarize([1.0, float("nan")])
+
+
+def test_run_seeds_seeds_each_run_and_learning_curve():
+    s = tu.run_seeds(lambda seed: torch.rand(()).item(), seeds=[0, 0, 1])
+    assert s.values[0] == s.values[1] != s.values[2]
+    curve = tu.learning_curve(lambda k, seed: k + seed, ks=[1, 5], seeds=[0, 1])
+    assert curve[1].values == (1.0, 2.0) and curve[5].mean == 5.5
+    with pytest.raises(ValueError, match="at least one seed"):
+        tu.run_seeds(lambda s: 0.0, seeds=[])
+    with pytest.raises(ValueError, match="at least one k"):
+        tu.learning_curve(lambda k, s: 0.0, ks=[])
+
+
+def test_plots_return_figures():
+    curve = tu.learning_curve(lambda k, seed: k / 10 + seed / 100, ks=[1, 5], seeds=[0, 1, 2])
+    fig = tu.plot_curves({"a": curve, "b": curve}, title="t")
+    assert len(fig.axes[0].get_lines()) >= 2
+    h = tu.History(train_loss=[1, 0.5], train_acc=[0.5, 0.7], val_loss=[1, 1], val_acc=[0.4, 0.6])
+    fig = tu.plot_history({"run": h})
+    assert len(fig.axes[0].get_lines()) == 2
+    with pytest.raises(ValueError, match="at least one curve"):
+        tu.plot_curves({})
+    with pytest.raises(ValueError, match="at least one epoch"):
+        tu.plot_history(tu.History())

@@ -1,0 +1,143 @@
+"""Analysis: representation similarity (linear CKA) and multi-seed summaries with error bars."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["linear_cka", "summarize", "Summary", "run_seeds", "learning_curve"]
+
+
+def linear_cka(X, Y) -> float:
+    r"""Linear centred kernel alignment (Kornblith et al. 2019) between two representations.
+
+    With column-centred ``X`` ``[n, d1]`` and ``Y`` ``[n, d2]`` of the same ``n`` examples,
+
+    .. math::
+
+        \mathrm{CKA}(X, Y) = \frac{\|Y^\top X\|_F^2}{\|X^\top X\|_F\,\|Y^\top Y\|_F}.
+
+    It lies in ``[0, 1]``, is 1 for identical inputs, and does not change under
+    orthogonal transforms or isotropic scaling of either input, so it compares
+    layers of different widths (chapter 7 uses it to see which layers fine-tuning
+    changed).
+
+    Examples
+    --------
+    >>> import torch, transfer_utils as tu
+    >>> X = torch.randn(50, 8)
+    >>> round(tu.linear_cka(X, 3 * X), 6)
+    1.0
+    """
+    X = torch.as_tensor(X).detach().to("cpu", torch.float64)
+    Y = torch.as_tensor(Y).detach().to("cpu", torch.float64)
+    if X.dim() != 2 or Y.dim() != 2:
+        raise ValueError(
+            f"inputs must be 2-D [n, d]; got {tuple(X.shape)} and {tuple(Y.shape)} "
+            "(flatten features with .flatten(1))"
+        )
+    if X.shape[0] != Y.shape[0]:
+        raise ValueError(
+            f"X and Y must hold the same examples: got {X.shape[0]} and {Y.shape[0]} rows"
+        )
+    if X.shape[0] < 2:
+        raise ValueError("linear_cka needs at least 2 examples")
+    X = X - X.mean(0, keepdim=True)
+    Y = Y - Y.mean(0, keepdim=True)
+    denom = torch.linalg.norm(X.T @ X) * torch.linalg.norm(Y.T @ Y)
+    if denom == 0:
+        raise ValueError("an input is constant across examples (zero variance): CKA is undefined")
+    return float((torch.linalg.norm(Y.T @ X) ** 2 / denom).clamp(0.0, 1.0))
+
+
+# Two-sided 97.5% quantiles of Student's t for small samples (df 1..30); normal beyond.
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, sample standard deviation and 95% confidence half-width of repeated runs."""
+
+    values: tuple[float, ...]
+    mean: float
+    std: float
+    ci95: float
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} ± {self.std:.3f} (n={self.n}, 95% CI ±{self.ci95:.3f})"
+
+    def __format__(self, spec: str) -> str:
+        if not spec:
+            return str(self)
+        return f"{format(self.mean, spec)} ± {format(self.std, spec)}"
+
+
+def summarize(values: Iterable[float]) -> Summary:
+    """Summarise repeated measurements: mean, std (ddof=1) and a t-based 95% interval.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> s = tu.summarize([0.8, 0.9, 1.0])
+    >>> round(s.mean, 3), round(s.std, 3)
+    (0.9, 0.1)
+    """
+    vals = tuple(float(v) for v in values)
+    if not vals:
+        raise ValueError("summarize needs at least one value")
+    if not all(math.isfinite(v) for v in vals):
+        raise ValueError(f"values must be finite, got {vals}")
+    mean = float(np.mean(vals))
+    if len(vals) == 1:
+        return Summary(vals, mean, 0.0, 0.0)
+    std = float(np.std(vals, ddof=1))
+    df = len(vals) - 1
+    t = _T975[df - 1] if df <= len(_T975) else 1.96
+    return Summary(vals, mean, std, t * std / math.sqrt(len(vals)))
+
+
+def run_seeds(fn: Callable[[int], float], seeds: Sequence[int] = (0, 1, 2)) -> Summary:
+    """Call ``fn(seed)`` for each seed (seeding everything first) and summarise the results.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu, torch
+    >>> s = tu.run_seeds(lambda seed: torch.rand(()).item(), seeds=[0, 1, 2])
+    >>> s.n
+    3
+    """
+    from .runtime import seed_everything
+
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("run_seeds needs at least one seed")
+    out = []
+    for s in seeds:
+        seed_everything(s)
+        v = fn(s)
+        if isinstance(v, torch.Tensor):
+            v = v.item()
+        out.append(float(v))
+    return summarize(out)
+
+
+def learning_curve(
+    fn: Callable[[int, int], float], ks: Sequence[int], seeds: Sequence[int] = (0, 1, 2)
+) -> dict[int, Summary]:
+    """Run ``fn(k, seed)`` for every size ``k`` and seed; return ``{k: Summary}``.
+
+    Used for "accuracy against labels per class" curves (chapters 1, 3, 4).
+    """
+    if not list(ks):
+        raise ValueError("learning_curve needs at least one k")
+    return {k: run_seeds(lambda s, k=k: fn(k, s), seeds) for k in ks}

@@ -1,0 +1,67 @@
+"""Plotting helpers for the book: learning curves with error bars, training histories."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import matplotlib.pyplot as plt
+
+from .analysis import Summary
+from .training import History
+
+__all__ = ["plot_curves", "plot_history"]
+
+
+def plot_curves(
+    curves: Mapping[str, Mapping[int, Summary]],
+    *,
+    xlabel: str = "labels per class (k)",
+    ylabel: str = "test accuracy",
+    title: str | None = None,
+    logx: bool = True,
+    ax=None,
+):
+    """Plot several ``{k: Summary}`` curves (from :func:`learning_curve`) with 95% error bars.
+
+    Returns the matplotlib Figure.
+    """
+    if not curves:
+        raise ValueError("plot_curves needs at least one curve, e.g. {'scratch': {1: summary}}")
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.5, 3.8))
+    for label, curve in curves.items():
+        if not curve:
+            raise ValueError(f"curve {label!r} is empty")
+        ks = sorted(curve)
+        ax.errorbar(ks, [curve[k].mean for k in ks], yerr=[curve[k].ci95 for k in ks],
+                    marker="o", capsize=3, label=label)
+    if logx:
+        ax.set_xscale("log")
+        ks = sorted({k for c in curves.values() for k in c})
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: History | Mapping[str, History], *, ax=None):
+    """Plot training (and validation) accuracy per epoch of one or several runs."""
+    runs = {"": history} if isinstance(history, History) else dict(history)
+    if not runs or any(h.epochs == 0 for h in runs.values()):
+        raise ValueError("plot_history needs histories with at least one epoch")
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.5, 3.8))
+    for label, h in runs.items():
+        epochs = range(1, h.epochs + 1)
+        line = ax.plot(epochs, h.train_acc, label=f"{label} train".strip())[0]
+        if h.val_acc:
+            ax.plot(epochs, h.val_acc, "--", color=line.get_color(),
+                    label=f"{label} validation".strip())
+    ax.set(xlabel="epoch", ylabel="accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,149 @@
+"""The model zoo: small pretrained source models shipped as safetensors, each with its recipe.
+
+Every model ``NAME`` is two files in this folder: ``NAME.json`` (the recipe that
+trains it, its SHA-256, and what it measured) and ``NAME.safetensors`` (the
+weights). :func:`load` checks the hash before it loads; :func:`train` re-runs the
+recipe, so every shipped number can be reproduced::
+
+    python -m transfer_utils.zoo list
+    python -m transfer_utils.zoo build NAME    # retrain, save, record hash and metrics
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import data as _data
+from .. import models as _models
+from ..checkpoint import load_checkpoint, save_checkpoint, sha256_file
+from ..runtime import get_device, seed_everything
+from ..training import evaluate, fit
+
+__all__ = ["available", "info", "load", "train", "build", "source_data", "ZOO_DIR"]
+
+ZOO_DIR = Path(__file__).resolve().parent
+_MODEL_CLASSES = {"SmallCNN": _models.SmallCNN, "MLP": _models.MLP}
+
+
+def available() -> list[str]:
+    """Names of the models in the zoo (those with a recipe), sorted.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> "mnist8_cnn" in tu.zoo.available()
+    True
+    """
+    return sorted(p.stem for p in ZOO_DIR.glob("*.json"))
+
+
+def info(name: str) -> dict:
+    """The recipe and recorded metadata (data, model, training, sha256, metrics) of a model."""
+    path = ZOO_DIR / f"{name}.json"
+    if not isinstance(name, str) or not path.exists():
+        raise ValueError(f"unknown zoo model {name!r}; available: {', '.join(available())}")
+    return json.loads(path.read_text())
+
+
+def _build_model(recipe: dict) -> nn.Module:
+    spec = recipe["model"]
+    cls = _MODEL_CLASSES.get(spec["class"])
+    if cls is None:
+        raise ValueError(f"recipe names unknown model class {spec['class']!r}; "
+                         f"known: {sorted(_MODEL_CLASSES)}")
+    return cls(**spec.get("kwargs", {}))
+
+
+def source_data(name: str) -> tuple[_data.ArrayDataset, _data.ArrayDataset]:
+    """The (train, validation) split a zoo model was trained and measured on.
+
+    Chapters use the validation part to measure how much of the source task a
+    fine-tuned body forgets.
+    """
+    d = info(name)["data"]
+    ds = _data.load_dataset(d["dataset"], **d.get("kwargs", {}))
+    if d.get("classes") is not None:
+        ds = _data.class_split(ds, d["classes"])
+    val = d.get("val_fraction", 0.1)
+    return _data.split(ds, (1.0 - val, val), seed=d.get("split_seed", 0))
+
+
+def train(
+    name: str,
+    *,
+    epochs: int | None = None,
+    max_examples: int | None = None,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    progress: bool | None = None,
+) -> tuple[nn.Module, dict]:
+    """Train a zoo model from its recipe; return ``(model, metrics)``.
+
+    ``epochs`` and ``max_examples`` shorten the recipe for a quick check (the
+    tests use them); leave them out to reproduce the shipped model.
+    """
+    recipe = info(name)
+    t = recipe["train"]
+    seed_everything(t.get("seed", 0) if seed is None else seed)
+    train_ds, val_ds = source_data(name)
+    if max_examples is not None:
+        if max_examples < 1:
+            raise ValueError(f"max_examples must be positive, got {max_examples}")
+        train_ds = train_ds.subset(torch.arange(min(max_examples, len(train_ds))))
+    shift = t.get("augment_shift", 0)
+    loader = _data.make_loader(
+        train_ds, t.get("batch_size", 64), shuffle=True, seed=t.get("seed", 0),
+        augment=_data.random_shift(shift) if shift else None,
+    )
+    val_loader = _data.make_loader(val_ds, 512)
+    model = _build_model(recipe)
+    t0 = time.perf_counter()
+    fit(model, loader, epochs=epochs or t["epochs"], lr=t.get("lr", 1e-3),
+        weight_decay=t.get("weight_decay", 0.0), device=device, progress=progress)
+    seconds = time.perf_counter() - t0
+    metrics = evaluate(model, val_loader, device=device)
+    model.eval()
+    return model, {"val_accuracy": round(metrics["accuracy"], 4),
+                   "val_loss": round(metrics["loss"], 4), "train_seconds": round(seconds, 1)}
+
+
+def build(name: str, *, progress: bool | None = None) -> dict:
+    """Re-run the full recipe, save the weights and record hash and metrics in the recipe file."""
+    model, metrics = train(name, device="cpu", progress=progress)
+    recipe = info(name)
+    weights = ZOO_DIR / f"{name}.safetensors"
+    save_checkpoint(weights, model, name=name, recipe=json.dumps(
+        {k: recipe[k] for k in ("data", "model", "train")}, sort_keys=True))
+    recipe["sha256"] = sha256_file(weights)
+    recipe["metrics"] = metrics
+    recipe["built_with"] = {"torch": torch.__version__, "python": platform.python_version()}
+    (ZOO_DIR / f"{name}.json").write_text(json.dumps(recipe, indent=2) + "\n")
+    return recipe
+
+
+def load(name: str, *, device: str | torch.device | None = None) -> nn.Module:
+    """Load a pretrained zoo model (in eval mode) after checking its SHA-256.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> net = tu.zoo.load("mnist8_cnn")
+    >>> net.training
+    False
+    """
+    recipe = info(name)
+    weights = ZOO_DIR / f"{name}.safetensors"
+    if not weights.exists() or "sha256" not in recipe:
+        raise FileNotFoundError(
+            f"zoo model {name!r} has a recipe but no weights yet; build them with "
+            f"`python -m transfer_utils.zoo build {name}` or train one with tu.zoo.train({name!r})"
+        )
+    model = _build_model(recipe)
+    load_checkpoint(weights, model, sha256=recipe["sha256"], device=get_device(device))
+    return model.eval()
