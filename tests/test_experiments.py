@@ -16,7 +16,7 @@ def pair():
 def test_fresh_copy_has_new_weights_same_shapes():
     src = tu.freeze(tu.SmallCNN(), "body")
     new = tu.fresh_copy(src)
-    assert all(a.shape == b.shape for a, b in zip(src.parameters(), new.parameters()))
+    assert all(a.shape == b.shape for a, b in zip(src.parameters(), new.parameters(), strict=True))
     assert not torch.equal(src.body.block1.conv.weight, new.body.block1.conv.weight)
     assert all(p.requires_grad for p in new.parameters())
 

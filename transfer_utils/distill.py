@@ -1,4 +1,4 @@
-"""Knowledge distillation: the KD loss and a teacher-to-student training loop (chapter 5)."""
+"""Knowledge distillation: the KD loss, teacher-to-student loops, cached soft targets, hints (chapter 5)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,18 @@ from torch import nn
 from .runtime import get_device
 from .training import History, train_loop
 
-__all__ = ["kd_loss", "distill", "soften"]
+__all__ = [
+    "kd_loss",
+    "distill",
+    "soften",
+    "SoftTargets",
+    "soft_targets",
+    "distill_cached",
+    "hint_loss",
+    "hint_pretrain",
+    "class_bias_accuracy",
+    "check_kd_loss",
+]
 
 
 def soften(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -142,3 +153,469 @@ def distill(
         )
     finally:
         teacher.train(teacher_was_training)
+
+
+# --------------------------------------------------------------------------- cached soft targets
+
+
+class SoftTargets(torch.utils.data.Dataset):
+    """A transfer set with the teacher's outputs computed once: inputs, labels, teacher logits.
+
+    Made by :func:`soft_targets`; trained on by :func:`distill_cached` and
+    :func:`hint_pretrain`. Because the teacher never changes during
+    distillation, its logits (and, for hints, an intermediate feature) can be
+    cached: each student run then costs only the student's forward and backward
+    passes (chapter 5 trains dozens of students this way).
+
+    Attributes
+    ----------
+    x : Tensor ``[N, ...]``
+        What the student sees.
+    y : Tensor ``[N]``
+        True labels, or the teacher's argmax when the data came unlabelled
+        (``labelled`` is then False).
+    logits : Tensor ``[N, K]``
+        The teacher's logits (temperature 1).
+    features : Tensor ``[N, D]`` or None
+        The teacher's flattened output of a named layer (the FitNets hint).
+    classes : list of str
+    labelled : bool
+    """
+
+    def __init__(self, x, y, logits, features=None, classes=None, labelled: bool = True):
+        x, y, logits = torch.as_tensor(x), torch.as_tensor(y), torch.as_tensor(logits)
+        n = len(x)
+        if y.shape != (n,) or logits.dim() != 2 or len(logits) != n:
+            raise ValueError(
+                f"SoftTargets needs x [N, ...], y [N] and logits [N, K] with the same N; got "
+                f"x {tuple(x.shape)}, y {tuple(y.shape)}, logits {tuple(logits.shape)}"
+            )
+        if features is not None:
+            features = torch.as_tensor(features)
+            if len(features) != n:
+                raise ValueError(f"features has {len(features)} rows, expected {n}")
+        self.x, self.y, self.logits, self.features = x, y.long(), logits.float(), features
+        k = logits.shape[1]
+        self.classes = [str(c) for c in classes] if classes is not None else [
+            str(i) for i in range(k)]
+        self.labelled = bool(labelled)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i], self.logits[i]
+
+    def __repr__(self) -> str:
+        feats = "" if self.features is None else f", features={list(self.features.shape[1:])}"
+        return (f"SoftTargets(n={len(self)}, x={list(self.x.shape[1:])}, "
+                f"classes={self.logits.shape[1]}, labelled={self.labelled}{feats})")
+
+    def subset(self, indices) -> SoftTargets:
+        """New SoftTargets with the rows ``indices`` (ints, a bool mask or a slice)."""
+        if not isinstance(indices, (slice, torch.Tensor)):
+            indices = torch.as_tensor(indices, dtype=torch.long)
+        feats = None if self.features is None else self.features[indices]
+        return SoftTargets(self.x[indices], self.y[indices], self.logits[indices], feats,
+                           self.classes, self.labelled)
+
+    def teacher_accuracy(self) -> float:
+        """Fraction of rows where the teacher's argmax equals ``y`` (1.0 when unlabelled)."""
+        return float((self.logits.argmax(1) == self.y).float().mean())
+
+
+@torch.no_grad()
+def soft_targets(
+    teacher: nn.Module,
+    data,
+    *,
+    student_inputs: torch.Tensor | None = None,
+    layer: str | None = None,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+) -> SoftTargets:
+    """Run the teacher once over a transfer set and cache its logits (and a hint feature).
+
+    Parameters
+    ----------
+    teacher : nn.Module
+        Run in eval mode under ``torch.no_grad()``; its mode is restored afterwards.
+    data : ArrayDataset or Tensor
+        Labelled data (an :class:`~transfer_utils.ArrayDataset`), or a tensor of
+        unlabelled inputs ``[N, ...]``: the teacher then labels it, and ``y``
+        holds its argmax (hard pseudo-labels).
+    student_inputs : Tensor, optional
+        What the student sees for the same N examples, if not the teacher's
+        inputs (e.g. standardised images, or a lower resolution).
+    layer : str, optional
+        A named submodule of the teacher (e.g. ``"body.block2"``) whose output,
+        flattened, is stored as ``features``: the hint of :func:`hint_pretrain`.
+    batch_size : int
+    device : str or torch.device, optional
+
+    Examples
+    --------
+    >>> import torch, transfer_utils as tu
+    >>> soft = tu.soft_targets(tu.SmallCNN(), tu.load_digits(), layer="body.block1")
+    >>> soft.logits.shape, soft.features.shape[0]
+    (torch.Size([1797, 10]), 1797)
+    """
+    from .data import ArrayDataset
+    from .features import _find_module
+
+    if isinstance(data, ArrayDataset):
+        x, y, classes, labelled = data.x, data.y, data.classes, True
+    elif isinstance(data, torch.Tensor):
+        x, y, classes, labelled = data, None, None, False
+    else:
+        raise TypeError(
+            "data must be a tu.ArrayDataset (labelled) or a tensor of inputs (unlabelled), "
+            f"got {type(data).__name__}"
+        )
+    if len(x) == 0:
+        raise ValueError("the transfer set is empty")
+    if student_inputs is not None and len(student_inputs) != len(x):
+        raise ValueError(
+            f"student_inputs has {len(student_inputs)} rows but the transfer set has {len(x)}"
+        )
+    device = get_device(device)
+    captured: list[torch.Tensor] = []
+    handle = None
+    if layer is not None:
+        handle = _find_module(teacher, layer).register_forward_hook(
+            lambda _m, _i, out: captured.append(out))
+    was_training = teacher.training
+    teacher.to(device).eval()
+    logits, feats = [], []
+    try:
+        for i in range(0, len(x), batch_size):
+            logits.append(teacher(x[i:i + batch_size].to(device)).float().cpu())
+            if layer is not None:
+                feats.append(captured.pop().detach().float().flatten(1).cpu())
+    finally:
+        if handle is not None:
+            handle.remove()
+        teacher.train(was_training)
+    logits_t = torch.cat(logits)
+    if y is None:
+        y = logits_t.argmax(1)
+    return SoftTargets(
+        x if student_inputs is None else student_inputs, y, logits_t,
+        torch.cat(feats) if feats else None, classes, labelled,
+    )
+
+
+class _IndexedBatches:
+    """Shuffled mini-batches ``(x, y)`` of a SoftTargets that remember the rows they came from."""
+
+    def __init__(self, soft: SoftTargets, batch_size: int, seed: int, device: torch.device):
+        self.x, self.y = soft.x.to(device), soft.y.to(device)
+        self.batch_size, self.index = batch_size, None
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.y) // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.y), generator=self.generator).to(self.y.device)
+        for b in range(len(self)):
+            self.index = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self.x[self.index], self.y[self.index]
+
+
+def _adam(params, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """Adam; the fused kernel where PyTorch has one (CPU, CUDA): same maths, fewer launches."""
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("the student has no trainable parameters: unfreeze something first")
+    if device.type in ("cpu", "cuda"):
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    return torch.optim.Adam(params, lr=lr)
+
+
+def _check_soft(soft, what: str) -> None:
+    if not isinstance(soft, SoftTargets):
+        raise TypeError(f"{what} needs a tu.SoftTargets from tu.soft_targets(teacher, data), "
+                        f"got {type(soft).__name__}")
+
+
+def distill_cached(
+    student: nn.Module,
+    soft: SoftTargets,
+    *,
+    epochs: int,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    use_labels: bool = True,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    optimizer: torch.optim.Optimizer | None = None,
+    seed: int = 0,
+    val_loader=None,
+    early_stopping: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool | None = None,
+) -> History:
+    """:func:`distill` from cached teacher logits: same loss, no teacher forward passes.
+
+    Each step takes a shuffled mini-batch of ``soft`` and minimises
+    :func:`kd_loss` between the student's logits and the cached teacher logits
+    of the same rows. With ``use_labels=False`` only the soft term is used
+    (``alpha`` is then 1). With ``alpha=0`` it trains on ``soft.y`` alone:
+    plain cross-entropy on the labels, or on the teacher's hard pseudo-labels
+    when ``soft`` was made from unlabelled inputs.
+
+    Caching is exact when the transfer inputs are fixed; with data
+    augmentation the teacher must see each augmented batch, so use
+    :func:`distill` instead.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> soft = tu.soft_targets(tu.SmallCNN(), tu.load_digits())
+    >>> h = tu.distill_cached(tu.MLP(64, (32,)), soft, epochs=2, progress=False)
+    >>> h.epochs
+    2
+    """
+    _check_soft(soft, "distill_cached")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    kd_loss(soft.logits[:1], soft.logits[:1], temperature=temperature, alpha=alpha)  # checks
+    device = get_device(device)
+    student.to(device)
+    batches = _IndexedBatches(soft, batch_size, seed, device)
+    teacher_logits = soft.logits.to(device)
+    if optimizer is None:
+        optimizer = _adam(student.parameters(), lr, device)
+    a = alpha if use_labels else 1.0
+
+    def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        s_logits = model(x)
+        loss = kd_loss(s_logits, teacher_logits[batches.index], y if use_labels else None,
+                       temperature=temperature, alpha=a)
+        return loss, s_logits
+
+    return train_loop(
+        student, batches, step, epochs=epochs, optimizer=optimizer, val_loader=val_loader,
+        early_stopping=early_stopping, device=device, progress=progress, desc="distill",
+    )
+
+
+# --------------------------------------------------------------------------- hints (FitNets)
+
+
+def hint_loss(
+    student_features: torch.Tensor,
+    teacher_features: torch.Tensor,
+    regressor: nn.Module | None = None,
+) -> torch.Tensor:
+    r"""The FitNets hint loss of Romero et al. (2015): :math:`\tfrac12\|u - r(v)\|^2`.
+
+    ``v`` is the student's guided layer, ``u`` the teacher's hint layer and
+    ``r`` a small trainable regressor that maps one onto the other's width.
+    Both are flattened to ``[batch, -1]``; the squared error is summed over
+    features and averaged over the batch. Chapter 5 compares it with logit
+    distillation.
+
+    Examples
+    --------
+    >>> import torch, transfer_utils as tu
+    >>> v, u = torch.randn(8, 16), torch.randn(8, 32)
+    >>> float(tu.hint_loss(v, u, torch.nn.Linear(16, 32))) > 0
+    True
+    """
+    v = student_features.flatten(1)
+    u = teacher_features.flatten(1).detach()
+    if regressor is not None:
+        v = regressor(v)
+    if v.shape != u.shape:
+        raise ValueError(
+            f"student features {tuple(v.shape)} (after the regressor) and teacher features "
+            f"{tuple(u.shape)} must match; pass regressor=nn.Linear({v.shape[1]}, {u.shape[1]})"
+        )
+    return 0.5 * (v - u).pow(2).sum(1).mean()
+
+
+def hint_pretrain(
+    student: nn.Module,
+    soft: SoftTargets,
+    regressor: nn.Module,
+    *,
+    layer: str = "body",
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool | None = None,
+) -> History:
+    """Stage 1 of FitNets: train the student up to ``layer`` (and the regressor) on the hint.
+
+    Minimises :func:`hint_loss` between ``regressor(student.<layer>(x))`` and
+    ``soft.features`` (cached with ``tu.soft_targets(..., layer=...)``). Only
+    the parameters that feed ``layer`` get gradients; the head is left as it
+    is. Stage 2 is ordinary distillation, e.g. :func:`distill_cached`. The
+    returned History's accuracies are those of the untouched head, so ignore
+    them; its ``train_loss`` is the hint loss.
+
+    Examples
+    --------
+    >>> import torch, transfer_utils as tu
+    >>> soft = tu.soft_targets(tu.SmallCNN(), tu.load_digits(), layer="body.block1")
+    >>> student = tu.MLP(64, (32,))
+    >>> reg = torch.nn.Linear(32, soft.features.shape[1])
+    >>> h = tu.hint_pretrain(student, soft, reg, epochs=1, progress=False)
+    >>> h.epochs
+    1
+    """
+    from .features import _find_module
+
+    _check_soft(soft, "hint_pretrain")
+    if soft.features is None:
+        raise ValueError("soft has no teacher features; make it with "
+                         "tu.soft_targets(teacher, data, layer='body.block2') (any teacher layer)")
+    device = get_device(device)
+    target = _find_module(student, layer)
+    student.to(device)
+    regressor.to(device)
+    batches = _IndexedBatches(soft, batch_size, seed, device)
+    features = soft.features.to(device)
+    optimizer = _adam([*student.parameters(), *regressor.parameters()], lr, device)
+    captured: list[torch.Tensor] = []
+    handle = target.register_forward_hook(lambda _m, _i, out: captured.append(out))
+
+    def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+        logits = model(x)
+        return hint_loss(captured.pop(), features[batches.index], regressor), logits
+
+    regressor.train()
+    try:
+        return train_loop(student, batches, step, epochs=epochs, optimizer=optimizer,
+                          device=device, progress=progress, desc="hints")
+    finally:
+        handle.remove()
+
+
+# --------------------------------------------------------------------------- leaving a class out
+
+
+@torch.no_grad()
+def class_bias_accuracy(
+    logits: torch.Tensor, targets: torch.Tensor, cls: int, biases
+) -> torch.Tensor:
+    """Accuracy after adding each of ``biases`` to the logit of class ``cls``.
+
+    A student that never saw class ``cls`` in its transfer set learns about it
+    only from the teacher's soft targets, and its bias for that class ends up
+    too low; Hinton et al. (2015) raise it. Choose the bias on validation data
+    (never the test set) and add it to ``student.head.bias[cls]`` (chapter 5).
+
+    Returns
+    -------
+    Tensor ``[len(biases)]``
+        Accuracy over all classes for each bias.
+
+    Examples
+    --------
+    >>> import torch, transfer_utils as tu
+    >>> z = torch.tensor([[2.0, 1.0], [2.0, 1.5]]); y = torch.tensor([0, 1])
+    >>> tu.class_bias_accuracy(z, y, 1, [0.0, 0.8, 2.0]).tolist()
+    [0.5, 1.0, 0.5]
+    """
+    logits, targets = torch.as_tensor(logits).float(), torch.as_tensor(targets)
+    if logits.dim() != 2 or targets.shape != (len(logits),):
+        raise ValueError(f"need logits [N, K] and targets [N], got {tuple(logits.shape)} and "
+                         f"{tuple(targets.shape)}")
+    if not 0 <= cls < logits.shape[1]:
+        raise ValueError(f"cls must be a class index in [0, {logits.shape[1] - 1}], got {cls}")
+    b = torch.as_tensor(biases, dtype=logits.dtype).flatten()
+    shifted = logits[None].repeat(len(b), 1, 1)
+    shifted[:, :, cls] += b[:, None]
+    return (shifted.argmax(2) == targets[None]).float().mean(1)
+
+
+# --------------------------------------------------------------------------- exercise checker
+
+
+def _kd_mistakes(s, t, y, T, alpha) -> dict[str, torch.Tensor]:
+    """What the usual wrong versions of the KD loss compute (chapter 5 shows them with numbers)."""
+    log_ps, log_pt = F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1)
+    ps, pt = log_ps.exp(), log_pt.exp()
+    ce = F.cross_entropy(s, y)
+
+    def full(kl, t2=T * T):
+        return alpha * t2 * kl + (1 - alpha) * ce
+
+    return {
+        "the KL arguments are swapped (KL(student || teacher)): the first argument of "
+        "F.kl_div is the student's log-probabilities, the second the teacher's probabilities":
+            full(F.kl_div(log_pt, ps, reduction="batchmean")),
+        "the first argument of F.kl_div must be log-probabilities (F.log_softmax), "
+        "not probabilities": full(F.kl_div(ps, pt, reduction="batchmean")),
+        "reduction='mean' averages over classes too (divides by the number of classes); "
+        "use reduction='batchmean'": full(F.kl_div(log_ps, pt, reduction="mean")),
+        "the soft term is missing its T**2 factor": full(F.kl_div(log_ps, pt, reduction="batchmean"),
+                                                         t2=1.0),
+        "divide both logits by the temperature before the softmaxes": full(
+            F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")),
+        "the cross-entropy term uses the raw logits (temperature 1), not s / T": alpha * T * T *
+            F.kl_div(log_ps, pt, reduction="batchmean") + (1 - alpha) * F.cross_entropy(s / T, y),
+        "alpha weights the soft term and (1 - alpha) the hard one, not the other way round":
+            (1 - alpha) * T * T * F.kl_div(log_ps, pt, reduction="batchmean") + alpha * ce,
+    }
+
+
+def check_kd_loss(fn, *, trials: int = 25, seed: int = 0) -> None:
+    """Exercise checker: does ``fn(s, t, y, temperature=T, alpha=a)`` equal :func:`kd_loss`?
+
+    Compares on random logits, labels, temperatures and weights. Prints a pass
+    message, or raises ``AssertionError`` with a hint that names the mistake
+    when the answer matches one of the usual wrong versions (chapter 5).
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> tu.check_kd_loss(lambda s, t, y, temperature, alpha: tu.kd_loss(
+    ...     s, t, y, temperature=temperature, alpha=alpha))
+    Correct: your loss matches tu.kd_loss on 25 random cases (T from 1 to 20, alpha from 0.1 to 0.9).
+    """
+    if not callable(fn):
+        raise TypeError(f"check_kd_loss needs a function, got {type(fn).__name__}")
+    g = torch.Generator().manual_seed(seed)
+    temperatures = [1.0, 2.0, 4.0, 20.0, 7.5]
+    alphas = [0.5, 0.9, 0.1, 0.7, 0.3]
+    suspects: dict[str, int] | None = None
+    for i in range(trials):
+        b, c = 2 + i % 7, 3 + i % 8
+        s = torch.randn(b, c, generator=g) * 3
+        t = torch.randn(b, c, generator=g) * 3
+        y = torch.randint(0, c, (b,), generator=g)
+        T, a = temperatures[i % len(temperatures)], alphas[(i // 2) % len(alphas)]
+        args = f"{b} examples, {c} classes, T={T}, alpha={a}"
+        try:
+            got = fn(s.clone(), t.clone(), y.clone(), temperature=T, alpha=a)
+        except Exception as e:  # show the reader's error with the inputs that caused it
+            raise AssertionError(
+                f"your function raised {type(e).__name__}: {e} (inputs: {args}); it is called "
+                "as fn(student_logits, teacher_logits, targets, temperature=T, alpha=a)"
+            ) from e
+        got = torch.as_tensor(got)
+        if got.numel() != 1:
+            raise AssertionError(f"expected a scalar loss, got shape {tuple(got.shape)} ({args}); "
+                                 "average over the batch")
+        want = kd_loss(s, t, y, temperature=T, alpha=a)
+        if torch.allclose(got.detach().float().reshape(()), want, rtol=1e-4, atol=1e-5):
+            continue
+        matches = {k for k, v in _kd_mistakes(s, t, y, T, a).items()
+                   if torch.allclose(got.detach().float().reshape(()), v, rtol=1e-4, atol=1e-5)}
+        suspects = matches if suspects is None else suspects & matches
+        hint = ("; ".join(sorted(suspects)) if suspects else
+                "compare with alpha * T**2 * KL(softmax(t/T) || softmax(s/T)) "
+                "+ (1 - alpha) * cross_entropy(s, y)")
+        raise AssertionError(
+            f"not the KD loss yet: got {got.item():.6f}, expected {want.item():.6f} ({args}). "
+            f"Hint: {hint}"
+        )
+    print(f"Correct: your loss matches tu.kd_loss on {trials} random cases "
+          f"(T from {min(temperatures):g} to {max(temperatures):g}, "
+          f"alpha from {min(alphas):g} to {max(alphas):g}).")
