@@ -1,0 +1,80 @@
+# Build, test and run the book. The README's two commands: `make book`, `make test`.
+#
+#   make book    execute every notebook and build the HTML book into _build/html
+#   make test    ruff + pytest tests/ + nbval on book/ + the book build (CI runs this)
+#   make lab     JupyterLab on book/, with transfer_utils importable
+#   make bench   benchmarks/run.py: tu.fit overhead and per-notebook execution times
+#   make clean   remove build outputs and caches (keeps .venv); distclean also removes .venv
+#
+# The first target that needs it creates .venv (python3 -m venv) and installs this
+# repository into it in editable mode with all extras; it reinstalls when
+# pyproject.toml changes.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+# Non-interactive runs: no progress bars, no GUI windows. The book build and nbval
+# leave MPLBACKEND unset on purpose: a kernel started with MPLBACKEND=Agg draws no
+# inline figures, so the rendered book would have no plots.
+QUIET_ENV := TU_PROGRESS=0 MPLBACKEND=Agg
+KERNEL_ENV := env -u MPLBACKEND TU_PROGRESS=0
+
+CELL_TIMEOUT ?= 300
+JB_FLAGS ?= -W -n --keep-going
+BENCH_ARGS ?=
+# JupyterLab refuses to run as root (containers, Colab-like VMs) without this flag.
+LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
+
+.PHONY: help venv book test lint unit nbval lab bench clean distclean
+
+help:
+	@sed -n '3,7p' Makefile | sed 's/^# \{0,1\}//'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@
+
+venv: $(STAMP)
+
+book: $(STAMP)
+	$(KERNEL_ENV) $(BIN)/jupyter-book build . $(JB_FLAGS)
+	@echo "Book: $(CURDIR)/_build/html/index.html"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+unit: $(STAMP)
+	$(QUIET_ENV) $(BIN)/python -m pytest tests/
+
+nbval: $(STAMP)
+	$(KERNEL_ENV) $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=$(CELL_TIMEOUT) book/
+
+# Sequential on purpose: stop at the first failing step.
+test: $(STAMP)
+	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory nbval
+	$(MAKE) --no-print-directory book
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=book $(LAB_FLAGS)
+
+bench: $(STAMP)
+	$(QUIET_ENV) $(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf _build .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) \
+		-type d -print0 | xargs -0 rm -rf
+
+distclean: clean
+	rm -rf $(VENV)
