@@ -1,7 +1,7 @@
 # Build, test and run the book. The README's two commands: `make book`, `make test`.
 #
 #   make book    execute every notebook and build the HTML book into _build/html
-#   make test    ruff + pytest tests/ + nbval on book/ + the book build (CI runs this)
+#   make test    ruff + pytest tests/ + nbval on book/ + the book build + the book in a browser
 #   make lab     JupyterLab on book/, with transfer_utils importable
 #   make bench   benchmarks/run.py: tu.fit overhead and per-notebook execution times
 #   make clean   remove build outputs and caches (keeps .venv); distclean also removes .venv
@@ -32,7 +32,7 @@ BENCH_ARGS ?=
 # JupyterLab refuses to run as root (containers, Colab-like VMs) without this flag.
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: help venv book test lint unit nbval lab bench clean distclean
+.PHONY: help venv book test lint unit nbval browser chromium lab bench clean distclean
 
 help:
 	@sed -n '3,7p' Makefile | sed 's/^# \{0,1\}//'
@@ -64,6 +64,26 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory nbval
 	$(MAKE) --no-print-directory book
+	$(MAKE) --no-print-directory browser
+
+# The built book in headless Chromium (Debian's chromium + chromium-driver, installed
+# here when missing): pages load, figures show, math renders, links resolve.
+# Screenshots go to _build/screenshots/.
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "the browser tests need chromium and chromedriver: install them (Debian/Ubuntu:" \
+	         "sudo apt-get install chromium chromium-driver) and run make test again" >&2; \
+	    exit 1; \
+	  fi; }
+
+browser: $(STAMP) chromium
+	$(QUIET_ENV) $(BIN)/python -m pytest -p no:cacheprovider tests_browser/
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=book $(LAB_FLAGS)

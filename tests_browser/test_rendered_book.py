@@ -1,0 +1,150 @@
+"""The built book as a reader sees it: every page opened in headless Chromium and checked.
+
+Run by `make browser` (part of `make test`) after `make book`; needs Debian's chromium and
+chromium-driver (the Makefile installs them). Screenshots land in _build/screenshots/.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import re
+import threading
+from pathlib import Path
+from urllib.parse import urldefrag, urlparse
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+
+
+def _pages() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    names = [toc["root"]] + [c["file"] for part in toc.get("parts", [toc]) for c in
+                             part.get("chapters", [])]
+    return [n + ".html" for n in names]
+
+
+PAGES = _pages()
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not (HTML / "index.html").exists():
+        pytest.fail("no built book in _build/html: run `make book` first")
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1280,1600",
+                 "--disable-dev-shm-usage"):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def _open(browser, url):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url)
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script("return document.readyState") == "complete")
+    return browser
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_renders_cleanly(server, browser, page):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _open(browser, server + page)
+    body = browser.find_element("tag name", "body").text
+    assert len(body) > 200, f"{page} is nearly empty"
+    for bad in ("Traceback (most recent call last)", "HBox(children=", "VBox(children=",
+                "Error in callback", "\r"):
+        assert bad not in body, f"{page} shows {bad!r}"
+    assert not browser.find_elements("css selector", ".output.traceback, .output.error"), \
+        f"{page} has an error output"
+    # every image has loaded with a non-zero size
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script(
+        "return Array.from(document.images).every(i => i.complete)"))
+    broken = browser.execute_script(
+        "return Array.from(document.images).filter(i => i.naturalWidth === 0)"
+        ".map(i => i.src)")
+    assert not broken, f"{page}: images that did not load: {broken}"
+    # math: any page with TeX shows MathJax output
+    src = (HTML / page).read_text()
+    if re.search(r'class="math', src):
+        WebDriverWait(browser, 30).until(lambda d: d.find_elements("css selector", "mjx-container"))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SHOTS / page.replace("/", "_").replace(".html", ".png")))
+
+
+def test_chapters_have_figures(server, browser):
+    """Chapters with experiments show their plots (at least one image each)."""
+    missing = []
+    for page in PAGES:
+        if not re.match(r"book/0[1-7]_", page):  # the FAQ, intro and references may have none
+            continue
+        _open(browser, server + page)
+        if not browser.execute_script(
+                "return Array.from(document.querySelectorAll('article img'))"
+                ".filter(i => i.naturalWidth > 50).length"):
+            missing.append(page)
+    assert not missing, f"chapters without a figure: {missing}"
+
+
+def test_internal_links_resolve(server, browser):
+    bad = []
+    for page in PAGES:
+        _open(browser, server + page)
+        hrefs = browser.execute_script(
+            "return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+        for href in hrefs:
+            url, frag = urldefrag(href)
+            if not url.startswith(server):
+                continue
+            target = HTML / urlparse(url).path.lstrip("/")
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.exists():
+                bad.append(f"{page} -> {href}")
+            elif frag and target.suffix == ".html":
+                html = target.read_text()
+                if f'id="{frag}"' not in html and f"id='{frag}'" not in html:
+                    bad.append(f"{page} -> {href} (no anchor)")
+    assert not bad, "broken internal links:\n" + "\n".join(sorted(set(bad)))
+
+
+def test_launch_and_repository_buttons(server, browser):
+    nb_pages = [p for p in PAGES if (ROOT / p.replace(".html", ".ipynb")).exists()]
+    assert nb_pages
+    for page in nb_pages:
+        html = (HTML / page).read_text()
+        name = page.replace(".html", ".ipynb")
+        colab = re.findall(r'href="(https://colab\.research\.google\.com/[^"]+)"', html)
+        binder = re.findall(r'href="(https://mybinder\.org/[^"]+)"', html)
+        assert colab and colab[0].endswith("/" + name), f"{page}: Colab button {colab}"
+        assert binder and binder[0].endswith("/" + name), f"{page}: Binder button {binder}"
+        assert "github.com/transfer-utils/transfer-learning-book" in html
