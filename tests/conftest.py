@@ -11,6 +11,14 @@ os.environ.setdefault("TU_PROGRESS", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def blobs(n=120, d=5, seed=0):
+    """Three Gaussian classes in ``d`` dimensions, well separated: probes should get them."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    X = torch.randn(n, d, generator=g) + 3 * torch.nn.functional.one_hot(y, d).float()
+    return X, y
+
+
 @pytest.fixture
 def toy_images():
     """A separable 4-class problem on 1x8x8 images: class c lights up quadrant c."""

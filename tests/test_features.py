@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import transfer_utils as tu
+from tests.conftest import blobs as _blobs
 
 
 def test_extract_features_shapes_eval_mode_and_restores(toy_images):
@@ -44,13 +45,6 @@ def test_extract_features_errors(toy_images):
         tu.extract_features(tu.SmallCNN(), tu.make_loader(toy_images), layer="body.block9")
     with pytest.raises(ValueError, match="no batches"):
         tu.extract_features(tu.SmallCNN(), [])
-
-
-def _blobs(n=120, d=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 3
-    X = torch.randn(n, d, generator=g) + 3 * torch.nn.functional.one_hot(y, d).float()
-    return X, y
 
 
 def test_linear_and_knn_probe_learn_separable_features():

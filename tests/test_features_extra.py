@@ -15,14 +15,8 @@ import torch
 from torch import nn
 
 import transfer_utils as tu
+from tests.conftest import blobs as _blobs
 from transfer_utils import features as feat_mod
-
-
-def _blobs(n=120, d=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % 3
-    X = torch.randn(n, d, generator=g) + 3 * torch.nn.functional.one_hot(y, d).float()
-    return X, y
 
 
 def test_docstring_examples_run():

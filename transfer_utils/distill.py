@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -350,6 +351,7 @@ def distill_cached(
     batch_size: int = 128,
     lr: float = 1e-3,
     optimizer: torch.optim.Optimizer | None = None,
+    scheduler=None,
     seed: int = 0,
     val_loader=None,
     early_stopping: int | None = None,
@@ -396,8 +398,9 @@ def distill_cached(
         return loss, s_logits
 
     return train_loop(
-        student, batches, step, epochs=epochs, optimizer=optimizer, val_loader=val_loader,
-        early_stopping=early_stopping, device=device, progress=progress, desc="distill",
+        student, batches, step, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
+        val_loader=val_loader, early_stopping=early_stopping, device=device, progress=progress,
+        desc="distill",
     )
 
 
@@ -421,7 +424,7 @@ def hint_loss(
     --------
     >>> import torch, transfer_utils as tu
     >>> v, u = torch.randn(8, 16), torch.randn(8, 32)
-    >>> float(tu.hint_loss(v, u, torch.nn.Linear(16, 32))) > 0
+    >>> tu.hint_loss(v, u, torch.nn.Linear(16, 32)).item() > 0
     True
     """
     v = student_features.flatten(1)
@@ -543,25 +546,32 @@ def _kd_mistakes(s, t, y, T, alpha) -> dict[str, torch.Tensor]:
     ps, pt = log_ps.exp(), log_pt.exp()
     ce = F.cross_entropy(s, y)
 
-    def full(kl, t2=T * T):
-        return alpha * t2 * kl + (1 - alpha) * ce
+    def kl(inp, target, reduction="batchmean"):
+        with warnings.catch_warnings():  # reduction="mean" warns; here it is on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            return F.kl_div(inp, target, reduction=reduction)
 
+    def full(soft, t2=T * T):
+        return alpha * t2 * soft + (1 - alpha) * ce
+
+    right = kl(log_ps, pt)
     return {
         "the KL arguments are swapped (KL(student || teacher)): the first argument of "
         "F.kl_div is the student's log-probabilities, the second the teacher's probabilities":
-            full(F.kl_div(log_pt, ps, reduction="batchmean")),
+            full(kl(log_pt, ps)),
         "the first argument of F.kl_div must be log-probabilities (F.log_softmax), "
-        "not probabilities": full(F.kl_div(ps, pt, reduction="batchmean")),
+        "not probabilities": full(kl(ps, pt)),
         "reduction='mean' averages over classes too (divides by the number of classes); "
-        "use reduction='batchmean'": full(F.kl_div(log_ps, pt, reduction="mean")),
-        "the soft term is missing its T**2 factor": full(F.kl_div(log_ps, pt, reduction="batchmean"),
-                                                         t2=1.0),
-        "divide both logits by the temperature before the softmaxes": full(
-            F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")),
-        "the cross-entropy term uses the raw logits (temperature 1), not s / T": alpha * T * T *
-            F.kl_div(log_ps, pt, reduction="batchmean") + (1 - alpha) * F.cross_entropy(s / T, y),
+        "use reduction='batchmean'": full(kl(log_ps, pt, "mean")),
+        "reduction='sum' adds over the batch; use reduction='batchmean' to average over "
+        "examples": full(kl(log_ps, pt, "sum")),
+        "the soft term is missing its T**2 factor": full(right, t2=1.0),
+        "divide both logits by the temperature before the softmaxes":
+            full(kl(F.log_softmax(s, 1), F.softmax(t, 1))),
+        "the cross-entropy term uses the raw logits (temperature 1), not s / T":
+            alpha * T * T * right + (1 - alpha) * F.cross_entropy(s / T, y),
         "alpha weights the soft term and (1 - alpha) the hard one, not the other way round":
-            (1 - alpha) * T * T * F.kl_div(log_ps, pt, reduction="batchmean") + alpha * ce,
+            (1 - alpha) * T * T * right + alpha * ce,
     }
 
 
@@ -569,8 +579,9 @@ def check_kd_loss(fn, *, trials: int = 25, seed: int = 0) -> None:
     """Exercise checker: does ``fn(s, t, y, temperature=T, alpha=a)`` equal :func:`kd_loss`?
 
     Compares on random logits, labels, temperatures and weights. Prints a pass
-    message, or raises ``AssertionError`` with a hint that names the mistake
-    when the answer matches one of the usual wrong versions (chapter 5).
+    message, or raises ``AssertionError`` with a hint; when the answers match one
+    of the usual wrong versions on every failing case, the hint names it
+    (chapter 5).
 
     Examples
     --------
@@ -584,38 +595,39 @@ def check_kd_loss(fn, *, trials: int = 25, seed: int = 0) -> None:
     g = torch.Generator().manual_seed(seed)
     temperatures = [1.0, 2.0, 4.0, 20.0, 7.5]
     alphas = [0.5, 0.9, 0.1, 0.7, 0.3]
-    suspects: dict[str, int] | None = None
+    first_failure, suspects = None, None
     for i in range(trials):
         b, c = 2 + i % 7, 3 + i % 8
         s = torch.randn(b, c, generator=g) * 3
         t = torch.randn(b, c, generator=g) * 3
         y = torch.randint(0, c, (b,), generator=g)
         T, a = temperatures[i % len(temperatures)], alphas[(i // 2) % len(alphas)]
-        args = f"{b} examples, {c} classes, T={T}, alpha={a}"
+        case = f"{b} examples, {c} classes, T={T:g}, alpha={a:g}"
         try:
             got = fn(s.clone(), t.clone(), y.clone(), temperature=T, alpha=a)
         except Exception as e:  # show the reader's error with the inputs that caused it
             raise AssertionError(
-                f"your function raised {type(e).__name__}: {e} (inputs: {args}); it is called "
+                f"your function raised {type(e).__name__}: {e} (inputs: {case}); it is called "
                 "as fn(student_logits, teacher_logits, targets, temperature=T, alpha=a)"
             ) from e
-        got = torch.as_tensor(got)
+        got = torch.as_tensor(got).detach().float()
         if got.numel() != 1:
-            raise AssertionError(f"expected a scalar loss, got shape {tuple(got.shape)} ({args}); "
+            raise AssertionError(f"expected a scalar loss, got shape {tuple(got.shape)} ({case}); "
                                  "average over the batch")
+        got = got.reshape(())
         want = kd_loss(s, t, y, temperature=T, alpha=a)
-        if torch.allclose(got.detach().float().reshape(()), want, rtol=1e-4, atol=1e-5):
+        if torch.allclose(got, want, rtol=1e-4, atol=1e-5):
             continue
         matches = {k for k, v in _kd_mistakes(s, t, y, T, a).items()
-                   if torch.allclose(got.detach().float().reshape(()), v, rtol=1e-4, atol=1e-5)}
+                   if torch.allclose(got, v, rtol=1e-4, atol=1e-5)}
         suspects = matches if suspects is None else suspects & matches
+        if first_failure is None:
+            first_failure = f"got {got.item():.6f}, expected {want.item():.6f} ({case})"
+    if first_failure is not None:
         hint = ("; ".join(sorted(suspects)) if suspects else
-                "compare with alpha * T**2 * KL(softmax(t/T) || softmax(s/T)) "
-                "+ (1 - alpha) * cross_entropy(s, y)")
-        raise AssertionError(
-            f"not the KD loss yet: got {got.item():.6f}, expected {want.item():.6f} ({args}). "
-            f"Hint: {hint}"
-        )
+                "compare with alpha * T**2 * KL(softmax(t/T) || softmax(s/T)), KL summed over "
+                "classes and averaged over the batch, + (1 - alpha) * cross_entropy(s, y)")
+        raise AssertionError(f"not the KD loss yet: {first_failure}. Hint: {hint}")
     print(f"Correct: your loss matches tu.kd_loss on {trials} random cases "
           f"(T from {min(temperatures):g} to {max(temperatures):g}, "
           f"alpha from {min(alphas):g} to {max(alphas):g}).")
