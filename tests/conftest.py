@@ -9,6 +9,9 @@ import torch
 
 os.environ.setdefault("TU_PROGRESS", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# One CPU thread, as tu.setup gives the notebooks: tiny models gain nothing from more, and
+# competing threads slow them many times over when anything else runs on the machine.
+torch.set_num_threads(int(os.environ.get("TU_THREADS", "1")))
 
 
 def blobs(n=120, d=5, seed=0):

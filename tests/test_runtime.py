@@ -86,3 +86,23 @@ def test_setup_seeds_and_returns_device(monkeypatch):
     assert torch.equal(a, torch.rand(2))
     with pytest.raises(ValueError, match="unknown device"):
         tu.setup(device="gpu0")
+
+
+def test_setup_sets_cpu_threads(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("TU_THREADS", raising=False)
+        tu.setup(device="cpu")
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("TU_THREADS", "2")
+        tu.setup(device="cpu")
+        assert torch.get_num_threads() == 2
+        tu.setup(device="cpu", threads=1)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("TU_THREADS", "many")
+        with pytest.raises(ValueError, match="TU_THREADS must be a positive integer"):
+            tu.setup(device="cpu")
+        with pytest.raises(ValueError, match="threads must be a positive integer"):
+            tu.setup(device="cpu", threads=0)
+    finally:
+        torch.set_num_threads(before)

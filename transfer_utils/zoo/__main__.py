@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+import torch
 
 from . import available, build, info, load
 
@@ -15,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("names", nargs="+")
     sub.add_parser("verify", help="load every model, checking its hash")
     args = parser.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("TU_THREADS", "1")))  # see tu.setup
     if args.cmd == "list":
         for name in available():
             print(f"{name:24s} {info(name).get('metrics', 'not built')}")
