@@ -23,8 +23,10 @@ STAMP  := $(VENV)/.installed-stamp
 # Non-interactive runs: no progress bars, no GUI windows. The book build and nbval
 # leave MPLBACKEND unset on purpose: a kernel started with MPLBACKEND=Agg draws no
 # inline figures, so the rendered book would have no plots.
-QUIET_ENV := TU_PROGRESS=0 MPLBACKEND=Agg
-KERNEL_ENV := env -u MPLBACKEND TU_PROGRESS=0
+# One CPU thread for torch and BLAS: the models are tiny, and competing threads slow them
+# many times over whenever anything else runs (see tu.setup and TU_THREADS in the README).
+QUIET_ENV := TU_PROGRESS=0 MPLBACKEND=Agg OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+KERNEL_ENV := env -u MPLBACKEND TU_PROGRESS=0 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 CELL_TIMEOUT ?= 300
 JB_FLAGS ?= -W -n --keep-going
