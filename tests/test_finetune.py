@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import transfer_utils as tu
-from transfer_utils.finetune import _choose_epoch, _stratified_folds
+from transfer_utils.data import _stratified_folds
+from transfer_utils.finetune import _choose_epoch
 
 
 @pytest.fixture(scope="module")

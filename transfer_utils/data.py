@@ -554,6 +554,21 @@ def _positive_int(value, what: str, fn: str) -> int:
     return int(value)
 
 
+def _stratified_folds(y: torch.Tensor, folds: int, seed: int) -> list[torch.Tensor]:
+    """Indices of ``folds`` disjoint, class-balanced folds of labels ``y`` (for k-fold CV)."""
+    g = torch.Generator().manual_seed(seed)
+    assign = torch.empty(len(y), dtype=torch.long)
+    offset = 0
+    for c in y.unique():
+        idx = torch.nonzero(y == c)[:, 0]
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        # deal the class round-robin, continuing where the last class stopped,
+        # so fold sizes differ by at most one
+        assign[idx] = (torch.arange(len(idx)) + offset) % folds
+        offset += len(idx)
+    return [torch.nonzero(assign == f)[:, 0] for f in range(folds)]
+
+
 def few_shot(dataset: ArrayDataset, k: int, seed: int = 0) -> ArrayDataset:
     """``k`` examples of every class present, chosen and shuffled reproducibly from ``seed``.
 

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .analysis import Summary, summarize
-from .data import ArrayDataset, few_shot, make_loader
+from .data import ArrayDataset, _stratified_folds, few_shot, make_loader
 from .experiments import transfer_run
 from .models import get_head
 from .surgery import freeze, param_groups, unfreeze
@@ -623,20 +623,6 @@ def _choose_epoch(mean: np.ndarray, se: np.ndarray, lower_is_better: bool, rule:
     # one-standard-error rule: the earliest epoch within one SE of the best
     within = np.nonzero(score <= score[best] + se[best])[0]
     return int(within[0]) + 1
-
-
-def _stratified_folds(y: torch.Tensor, folds: int, seed: int) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    assign = torch.empty(len(y), dtype=torch.long)
-    offset = 0
-    for c in y.unique():
-        idx = torch.nonzero(y == c)[:, 0]
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        # deal the class round-robin, continuing where the last class stopped,
-        # so fold sizes differ by at most one
-        assign[idx] = (torch.arange(len(idx)) + offset) % folds
-        offset += len(idx)
-    return [torch.nonzero(assign == f)[:, 0] for f in range(folds)]
 
 
 def kfold_epochs(

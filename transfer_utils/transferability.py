@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .analysis import Summary, linear_cka, summarize
-from .data import ArrayDataset, few_shot, make_loader
+from .data import ArrayDataset, _stratified_folds, few_shot, make_loader
 from .experiments import transfer_run
 from .features import _find_module, extract_features
 from .runtime import get_device
@@ -274,16 +274,6 @@ def source_confusion(
     return torch.stack([p[y == c].mean(0) for c in classes])
 
 
-def _stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    assign = np.empty(len(y), dtype=np.int64)
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        rng.shuffle(idx)
-        assign[idx] = (np.arange(len(idx)) + rng.integers(folds)) % folds
-    return [np.flatnonzero(assign == f) for f in range(folds)]
-
-
 def cross_validate(
     fn: Callable[[ArrayDataset, ArrayDataset], float],
     dataset: ArrayDataset,
@@ -314,11 +304,11 @@ def cross_validate(
             f"the smallest class has {smallest} examples, fewer than folds={folds}: every "
             f"validation fold needs each class; use folds <= {smallest}"
         )
-    parts = _stratified_folds(y, folds, seed)
+    parts = _stratified_folds(dataset.y.cpu(), folds, seed)
     scores = []
     for f, val_idx in enumerate(parts):
-        train_idx = np.concatenate([p for g, p in enumerate(parts) if g != f])
-        scores.append(float(fn(dataset.subset(np.sort(train_idx)), dataset.subset(val_idx))))
+        train_idx = torch.cat([p for g, p in enumerate(parts) if g != f]).sort().values
+        scores.append(float(fn(dataset.subset(train_idx), dataset.subset(val_idx))))
     return summarize(scores)
 
 
