@@ -34,7 +34,7 @@ from .analysis import Summary, summarize
 from .data import ArrayDataset, _stratified_folds, few_shot, make_loader
 from .experiments import transfer_run
 from .models import get_head
-from .surgery import freeze, param_groups, unfreeze
+from .surgery import _matches, freeze, param_groups, unfreeze
 from .training import History, evaluate, fit
 
 __all__ = [
@@ -186,7 +186,7 @@ def relative_change(model: nn.Module, source: nn.Module | Mapping[str, torch.Ten
     n = 0
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if not (prefix == "" or _under(name, prefix)):
+            if not _matches(name, prefix):
                 continue
             s = src.get(name)
             if s is None or tuple(s.shape) != tuple(p.shape):
@@ -259,10 +259,6 @@ def _head_prefix(model: nn.Module) -> str | None:
         if module is layer:
             return name
     return None  # pragma: no cover - get_head returns a submodule of model
-
-
-def _under(name: str, prefix: str) -> bool:
-    return name == prefix or name.startswith(prefix + ".")
 
 
 class L2SP:
@@ -394,7 +390,7 @@ def l2sp_penalty(
     new: list[str] = []
     for name, p in model.named_parameters():
         src = source.get(name)
-        if (any(_under(name, e) for e in exclude) or src is None
+        if (any(_matches(name, e) for e in exclude) or src is None
                 or tuple(src.shape) != tuple(p.shape)):
             new.append(name)
         else:
@@ -465,7 +461,7 @@ class GradualUnfreezing:
         for stage in self.stages:
             freeze(model, *stage)  # also checks that the prefixes exist
             outside = [n for n, p in model.named_parameters()
-                       if any(_under(n, s) for s in stage) and id(p) not in in_opt]
+                       if any(_matches(n, s) for s in stage) and id(p) not in in_opt]
             if outside:
                 unfreeze(model, *(s for st in self.stages for s in st))
                 raise ValueError(
@@ -858,8 +854,8 @@ def check_param_groups(groups, model: nn.Module, *, ratio: float = 10.0) -> None
             f"Hint: {len(missing)} trainable parameters are in no group (e.g. {missing[:2]}): "
             "the optimizer would never update them"
         )
-    body_lrs = {lr for i, lr in lr_of.items() if not _under(names[i], head)}
-    head_lrs = {lr for i, lr in lr_of.items() if _under(names[i], head)}
+    body_lrs = {lr for i, lr in lr_of.items() if not _matches(names[i], head)}
+    head_lrs = {lr for i, lr in lr_of.items() if _matches(names[i], head)}
     if not head_lrs or not body_lrs:
         raise AssertionError("Hint: give the body and the head each a group")
     if len(body_lrs) > 1 or len(head_lrs) > 1:

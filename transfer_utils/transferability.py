@@ -24,7 +24,8 @@ from torch import nn
 from .analysis import Summary, linear_cka, summarize
 from .data import ArrayDataset, _stratified_folds, few_shot, make_loader
 from .experiments import transfer_run
-from .features import _find_module, extract_features
+from .features import extract_features, extract_layers
+from .finetune import source_task_accuracy
 from .runtime import get_device
 from .training import evaluate, predict
 
@@ -420,11 +421,8 @@ def forgetting(
         if not hasattr(m, "body") or not hasattr(m, "head"):
             raise TypeError(f"{name} must have .body and .head (tu.SmallCNN, tu.MLP), "
                             f"got {type(m).__name__}")
-    probe = copy.deepcopy(tuned)
-    probe.head = copy.deepcopy(source.head)
-    loader = make_loader(source_val, 512)
-    before = evaluate(source, loader, device=device)["accuracy"]
-    after = evaluate(probe, loader, device=device)["accuracy"]
+    before = evaluate(source, make_loader(source_val, 512), device=device)["accuracy"]
+    after = source_task_accuracy(tuned, source, source_val, device=device)
     return {"before": before, "after": after, "drop": before - after}
 
 
@@ -500,26 +498,6 @@ def adapt_batchnorm(
 
 
 @torch.no_grad()
-def _layer_features(model, loader, layers, device) -> list[torch.Tensor]:
-    mods = [_find_module(model, name) for name in layers]
-    store: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(mods))}
-    hooks = [m.register_forward_hook(lambda _m, _i, out, i=i: store[i].append(
-        out.detach().float().flatten(1).cpu())) for i, m in enumerate(mods)]
-    was = model.training
-    model.to(device).eval()
-    try:
-        for batch in loader:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            model(x.to(device))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was)
-    if not store[0]:
-        raise ValueError("the loader yielded no batches")
-    return [torch.cat(store[i]) for i in range(len(mods))]
-
-
 def cka_matrix(
     model_a: nn.Module,
     model_b: nn.Module,
@@ -551,8 +529,9 @@ def cka_matrix(
         raise ValueError("give at least one layer name, e.g. ['body.block1', 'body.block2']")
     device = get_device(device)
     batches = [b for b in loader]
-    fa = _layer_features(model_a, batches, layers, device)
-    fb = _layer_features(model_b, batches, layers_b, device)
+    feats_a, _ = extract_layers(model_a, batches, layers, device=device)
+    feats_b, _ = extract_layers(model_b, batches, layers_b, device=device)
+    fa, fb = [feats_a[n] for n in layers], [feats_b[n] for n in layers_b]
     out = torch.empty(len(layers), len(layers_b), dtype=torch.float64)
     for i, x in enumerate(fa):
         for j, y in enumerate(fb):
