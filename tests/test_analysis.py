@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -93,3 +94,28 @@ def test_plots_return_figures():
         tu.plot_curves({})
     with pytest.raises(ValueError, match="at least one epoch"):
         tu.plot_history(tu.History())
+
+
+def test_format_table_aligns_columns_and_formats_cells():
+    rows = [{"method": "scratch", "acc": tu.summarize([0.5, 0.7]), "params": 93765},
+            {"method": "frozen", "acc": np.float32(0.25), "note": "k=1", "flag": True},
+            {"method": "big", "acc": 123456.7}]
+    lines = tu.format_table(rows).splitlines()
+    assert [c.strip() for c in lines[0].split("|")] == ["method", "acc", "params", "note", "flag"]
+    assert set(lines[1]) == {"-", "+"} and len(lines) == 5
+    assert {len(line.split("|")[0]) for line in lines[:1] + lines[2:]} == {len("scratch ")}
+    assert "0.600 ± 0.141" in lines[2] and "93,765" in lines[2]
+    assert "0.250" in lines[3] and lines[3].endswith("True")
+    assert "123,457" in lines[4]  # large floats without decimals
+    # a cell missing from a row stays blank, it does not shift the other columns
+    assert lines[4].split("|")[2].strip() == ""
+    assert "0.6 ± 0.1" in tu.format_table(rows[:1], floatfmt=".1f")
+
+
+def test_format_table_errors():
+    with pytest.raises(ValueError, match="no rows"):
+        tu.format_table([])
+    with pytest.raises(ValueError, match="list of dicts"):
+        tu.format_table({"a": 1})
+    with pytest.raises(TypeError, match="each row must be a dict"):
+        tu.format_table([{"a": 1}, 2])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["linear_cka", "summarize", "Summary", "run_seeds", "learning_curve"]
+__all__ = ["linear_cka", "summarize", "Summary", "run_seeds", "learning_curve", "format_table"]
 
 
 def linear_cka(X, Y) -> float:
@@ -104,6 +104,53 @@ def summarize(values: Iterable[float]) -> Summary:
     df = len(vals) - 1
     t = _T975[df - 1] if df <= len(_T975) else 1.96
     return Summary(vals, mean, std, t * std / math.sqrt(len(vals)))
+
+
+def format_table(rows: Sequence[Mapping], *, floatfmt: str = ".3f") -> str:
+    """A plain-text table of dict rows: one column per key (first-seen order), one line per row.
+
+    Summaries print as ``mean ± std``, floats with ``floatfmt`` (large ones as
+    ``12,345``), integers with thousands separators; a key missing from a row
+    leaves its cell blank. Every table the book prints goes through here.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> print(tu.format_table([{"method": "scratch", "k=1": tu.summarize([0.5, 0.7])},
+    ...                        {"method": "fine-tune", "k=1": 0.75}]))
+    method    | k=1
+    ----------+--------------
+    scratch   | 0.600 ± 0.141
+    fine-tune | 0.750
+    """
+    if isinstance(rows, Mapping) or not rows:
+        raise ValueError("no rows to format: pass a non-empty list of dicts {column: value}")
+    columns: list = []
+    for row in rows:
+        if not isinstance(row, Mapping):
+            raise TypeError(f"each row must be a dict {{column: value}}, got {type(row).__name__}")
+        columns += [c for c in row if c not in columns]
+
+    def cell(v) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, Summary):
+            return format(v, floatfmt)
+        if isinstance(v, bool):
+            return str(v)
+        if isinstance(v, (float, np.floating)):
+            return format(v, floatfmt) if abs(v) < 1e4 else f"{v:,.0f}"
+        if isinstance(v, (int, np.integer)):
+            return f"{v:,}"
+        return str(v)
+
+    header = [str(c) for c in columns]
+    body = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(columns))]
+    lines = [" | ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
+             for line in [header, *body]]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def run_seeds(fn: Callable[[int], float], seeds: Sequence[int] = (0, 1, 2)) -> Summary:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -21,7 +21,8 @@ from .runtime import get_device, seed_everything
 from .surgery import freeze, param_groups, unfreeze
 from .training import evaluate, fit
 
-__all__ = ["METHODS", "fresh_copy", "transfer_run", "transfer_curve"]
+__all__ = ["METHODS", "fresh_copy", "transfer_run", "transfer_curve", "run_variants",
+           "summarize_runs"]
 
 METHODS = ("scratch", "finetune", "frozen", "partial", "lp-ft")
 
@@ -162,6 +163,9 @@ def transfer_curve(
     data. ``method_kwargs`` overrides arguments per method, e.g.
     ``{"finetune": {"body_lr": 1e-4}}``; other ``kwargs`` go to every
     :func:`transfer_run`. Plot the result with :func:`transfer_utils.plot_curves`.
+
+    It is :func:`run_variants` with one variant per method, summarised by
+    :func:`summarize_runs`; use those two to keep the trained models.
     """
     if not methods:
         raise ValueError(f"give at least one method from {METHODS}")
@@ -172,12 +176,82 @@ def transfer_curve(
     unknown = set(method_kwargs) - set(methods)
     if unknown:
         raise ValueError(f"method_kwargs names methods not being run: {sorted(unknown)}")
-    results: dict[str, dict[int, list[float]]] = {m: {k: [] for k in ks} for m in methods}
+    runs = run_variants({m: (m, method_kwargs.get(m, {})) for m in methods}, source, train, test,
+                        ks=ks, seeds=seeds, **kwargs)
+    return summarize_runs(runs)
+
+
+def run_variants(
+    variants: Mapping[str, str | tuple[str, dict]],
+    source: nn.Module,
+    train: ArrayDataset,
+    test: ArrayDataset,
+    *,
+    ks: Sequence[int],
+    seeds: Sequence[int] = (0, 1, 2),
+    **kwargs,
+) -> dict[str, dict[int, list[dict]]]:
+    """Run labelled variants of :func:`transfer_utils.transfer_run` and keep every result.
+
+    The engine of :func:`transfer_curve`, but a method may appear several
+    times with different settings (``{"fine-tune, body lr 1e-4": ("finetune",
+    {"body_lr": 1e-4})}``) and the trained models are kept, so chapter 7 can
+    measure forgetting, CKA, privacy and cost on the very models whose accuracy
+    it reports. For each ``k`` and seed every variant gets the same ``k``-shot
+    set, stored with the result under ``"shots"`` (with ``"k"`` and ``"seed"``).
+
+    Returns
+    -------
+    dict
+        ``{label: {k: [result per seed]}}``; summarise with :func:`summarize_runs`.
+    """
+    if not variants:
+        raise ValueError('give at least one variant, e.g. {"scratch": "scratch"}')
+    specs = {}
+    for label, spec in variants.items():
+        method, kw = (spec, {}) if isinstance(spec, str) else spec
+        specs[label] = (method, dict(kw))
+    if not list(ks) or not list(seeds):
+        raise ValueError("give at least one k and one seed")
+    runs: dict[str, dict[int, list[dict]]] = {label: {k: [] for k in ks} for label in specs}
     for k in ks:
         for seed in seeds:
             shots = few_shot(train, k, seed=seed)
-            for m in methods:
-                kw = {**kwargs, **method_kwargs.get(m, {})}
-                r = transfer_run(m, source, shots, test, seed=seed, **kw)
-                results[m][k].append(r["accuracy"])
-    return {m: {k: summarize(v) for k, v in per_k.items()} for m, per_k in results.items()}
+            for label, (method, kw) in specs.items():
+                r = transfer_run(method, source, shots, test, seed=seed, **{**kwargs, **kw})
+                r.update(shots=shots, k=k, seed=seed)
+                runs[label][k].append(r)
+    return runs
+
+
+def summarize_runs(
+    runs: Mapping[str, Mapping[int, Sequence[dict]]],
+    metric: str | Callable[[dict], float] = "accuracy",
+    *,
+    baseline: str | None = None,
+) -> dict[str, dict[int, Summary]]:
+    """``{label: {k: Summary}}`` of a metric over the seeds of :func:`run_variants` results.
+
+    ``metric`` is a result key or a function of one result. With ``baseline``
+    (a label) the summary is of the paired difference ``metric(variant) -
+    metric(baseline)`` seed by seed: the transfer gain of chapter 7, whose error
+    bar is smaller than that of the two accuracies because both runs saw the
+    same training examples. The baseline itself is left out.
+    """
+    get = (lambda r: r[metric]) if isinstance(metric, str) else metric
+    if baseline is not None and baseline not in runs:
+        raise ValueError(f"baseline {baseline!r} is not one of the labels {list(runs)}")
+    out: dict[str, dict[int, Summary]] = {}
+    for label, per_k in runs.items():
+        if label == baseline:
+            continue
+        out[label] = {}
+        for k, results in per_k.items():
+            vals = [float(get(r)) for r in results]
+            if baseline is not None:
+                base = runs[baseline][k]
+                if [r["seed"] for r in base] != [r["seed"] for r in results]:
+                    raise ValueError(f"{label!r} and {baseline!r} were not run on the same seeds")
+                vals = [v - float(get(b)) for v, b in zip(vals, base, strict=True)]
+            out[label][k] = summarize(vals)
+    return out

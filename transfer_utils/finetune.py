@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .analysis import Summary, summarize
+from .analysis import Summary, format_table, summarize
 from .data import ArrayDataset, _stratified_folds, few_shot, make_loader
 from .experiments import transfer_run
 from .models import get_head
@@ -212,41 +212,26 @@ def results_table(results: Mapping[str, Mapping], *, title: str = "", fmt: str =
     Cells may be :class:`transfer_utils.Summary` (shown as ``mean ± std``), numbers
     or strings. Column keys that are not strings are shown with ``column_format``
     (``"k={}"`` for labels per class, ``"{:g}"`` for learning rates). Chapter 3
-    prints its results this way.
+    prints its results this way; the layout is :func:`transfer_utils.format_table`'s.
 
     Examples
     --------
     >>> import transfer_utils as tu
     >>> print(tu.results_table({"scratch": {1: tu.summarize([0.5, 0.7])}}, title="method"))
     method  | k=1
+    --------+--------------
     scratch | 0.600 ± 0.141
     """
     if not isinstance(results, Mapping) or not results:
         raise ValueError("results_table needs a non-empty mapping {row: {column: value}}")
-    columns: list = []
-    for row in results.values():
-        if not isinstance(row, Mapping):
-            raise TypeError("each row must be a mapping {column: value}")
-        columns += [c for c in row if c not in columns]
-
-    def cell(v) -> str:
-        if v is None:
-            return ""
-        if isinstance(v, Summary):
-            return format(v, fmt)
-        if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
-            return format(v, fmt) if isinstance(v, (float, np.floating)) else str(v)
-        return str(v)
+    if not all(isinstance(row, Mapping) for row in results.values()):
+        raise TypeError("each row must be a mapping {column: value}")
 
     def head(c) -> str:
         return c if isinstance(c, str) else column_format.format(c)
 
-    body = [[str(r)] + [cell(row.get(c)) for c in columns] for r, row in results.items()]
-    header = [title] + [head(c) for c in columns]
-    widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
-    lines = [" | ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
-             for line in [header, *body]]
-    return "\n".join(lines)
+    rows = [{title: str(r), **{head(c): v for c, v in row.items()}} for r, row in results.items()]
+    return format_table(rows, floatfmt=fmt)
 
 
 def _head_prefix(model: nn.Module) -> str | None:

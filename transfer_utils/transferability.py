@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .analysis import Summary, linear_cka, summarize
-from .data import ArrayDataset, _stratified_folds, few_shot, make_loader
-from .experiments import transfer_run
+from .data import ArrayDataset, _stratified_folds, make_loader
 from .features import extract_features, extract_layers
 from .finetune import source_task_accuracy
 from .runtime import get_device
@@ -41,93 +40,11 @@ __all__ = [
     "plot_heatmap",
     "plot_bars",
     "source_confusion",
-    "run_variants",
-    "summarize_runs",
     "membership_inference",
     "memory_footprint",
     "cost_table",
-    "format_table",
     "check_leep",
 ]
-
-
-# --------------------------------------------------------------------------- experiments
-
-
-def run_variants(
-    variants: Mapping[str, str | tuple[str, dict]],
-    source: nn.Module,
-    train: ArrayDataset,
-    test: ArrayDataset,
-    *,
-    ks: Sequence[int],
-    seeds: Sequence[int] = (0, 1, 2),
-    **kwargs,
-) -> dict[str, dict[int, list[dict]]]:
-    """Run labelled variants of :func:`transfer_utils.transfer_run` and keep every result.
-
-    Like :func:`transfer_utils.transfer_curve`, but a method may appear several
-    times with different settings (``{"fine-tune, body lr 1e-4": ("finetune",
-    {"body_lr": 1e-4})}``) and the trained models are kept, so chapter 7 can
-    measure forgetting, CKA, privacy and cost on the very models whose accuracy
-    it reports. For each ``k`` and seed every variant gets the same ``k``-shot
-    set, stored with the result under ``"shots"`` (with ``"k"`` and ``"seed"``).
-
-    Returns
-    -------
-    dict
-        ``{label: {k: [result per seed]}}``; summarise with :func:`summarize_runs`.
-    """
-    if not variants:
-        raise ValueError('give at least one variant, e.g. {"scratch": "scratch"}')
-    specs = {}
-    for label, spec in variants.items():
-        method, kw = (spec, {}) if isinstance(spec, str) else spec
-        specs[label] = (method, dict(kw))
-    if not list(ks) or not list(seeds):
-        raise ValueError("give at least one k and one seed")
-    runs: dict[str, dict[int, list[dict]]] = {label: {k: [] for k in ks} for label in specs}
-    for k in ks:
-        for seed in seeds:
-            shots = few_shot(train, k, seed=seed)
-            for label, (method, kw) in specs.items():
-                r = transfer_run(method, source, shots, test, seed=seed, **{**kwargs, **kw})
-                r.update(shots=shots, k=k, seed=seed)
-                runs[label][k].append(r)
-    return runs
-
-
-def summarize_runs(
-    runs: Mapping[str, Mapping[int, Sequence[dict]]],
-    metric: str | Callable[[dict], float] = "accuracy",
-    *,
-    baseline: str | None = None,
-) -> dict[str, dict[int, Summary]]:
-    """``{label: {k: Summary}}`` of a metric over the seeds of :func:`run_variants` results.
-
-    ``metric`` is a result key or a function of one result. With ``baseline``
-    (a label) the summary is of the paired difference ``metric(variant) -
-    metric(baseline)`` seed by seed: the transfer gain of chapter 7, whose error
-    bar is smaller than that of the two accuracies because both runs saw the
-    same training examples. The baseline itself is left out.
-    """
-    get = (lambda r: r[metric]) if isinstance(metric, str) else metric
-    if baseline is not None and baseline not in runs:
-        raise ValueError(f"baseline {baseline!r} is not one of the labels {list(runs)}")
-    out: dict[str, dict[int, Summary]] = {}
-    for label, per_k in runs.items():
-        if label == baseline:
-            continue
-        out[label] = {}
-        for k, results in per_k.items():
-            vals = [float(get(r)) for r in results]
-            if baseline is not None:
-                base = runs[baseline][k]
-                if [r["seed"] for r in base] != [r["seed"] for r in results]:
-                    raise ValueError(f"{label!r} and {baseline!r} were not run on the same seeds")
-                vals = [v - float(get(b)) for v, b in zip(vals, base, strict=True)]
-            out[label][k] = summarize(vals)
-    return out
 
 
 # --------------------------------------------------------------------------- scores
@@ -741,29 +658,6 @@ def cost_table(runs: Mapping[str, Sequence[dict]], batch: torch.Tensor) -> list[
             "activations (KiB)": mem["activations"] / 1024,
         })
     return rows
-
-
-def format_table(rows: Sequence[Mapping], *, floatfmt: str = ".3f") -> str:
-    """A plain-text table of dict rows (same keys); Summaries print as mean ± std."""
-    if not rows:
-        raise ValueError("no rows to format")
-    cols = list(rows[0])
-
-    def cell(v):
-        if isinstance(v, Summary):
-            return format(v, floatfmt)
-        if isinstance(v, float):
-            return format(v, floatfmt) if abs(v) < 1e4 else f"{v:,.0f}"
-        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-            return f"{v:,}"
-        return str(v)
-
-    cells = [[cell(r[c]) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- exercise
