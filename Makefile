@@ -1,7 +1,7 @@
 # Build, test and run the book. The README's two commands: `make book`, `make test`.
 #
 #   make book    execute every notebook and build the HTML book into _build/html
-#   make test    ruff + pytest tests/ + nbval on book/ + the book build + the book in a browser
+#   make test    ruff + pytest tests/ and the package's doctests + nbval on book/ + the book build + the book in a browser
 #   make lab     JupyterLab on book/, with transfer_utils importable
 #   make bench   benchmarks/run.py: tu.fit overhead and per-notebook execution times
 #   make clean   remove build outputs and caches (keeps .venv); distclean also removes .venv
@@ -53,8 +53,9 @@ book: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# tests/ and every example in the package's docstrings (they are documentation; they must run)
 unit: $(STAMP)
-	$(QUIET_ENV) $(BIN)/python -m pytest tests/
+	$(QUIET_ENV) $(BIN)/python -m pytest --doctest-modules tests/ transfer_utils/
 
 nbval: $(STAMP)
 	$(KERNEL_ENV) $(BIN)/python -m pytest --nbval-lax --nbval-current-env \

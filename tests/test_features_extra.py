@@ -7,7 +7,6 @@ their direction (MNIST 8x8 source -> scikit-learn digits).
 from __future__ import annotations
 
 import copy
-import doctest
 
 import numpy as np
 import pytest
@@ -16,13 +15,6 @@ from torch import nn
 
 import transfer_utils as tu
 from tests.conftest import blobs as _blobs
-from transfer_utils import features as feat_mod
-
-
-def test_docstring_examples_run():
-    result = doctest.testmod(feat_mod, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 5 and result.failed == 0
-
 
 # --------------------------------------------------------------------------- extract_layers
 
