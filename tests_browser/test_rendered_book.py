@@ -1,7 +1,7 @@
 """The built book as a reader sees it: every page opened in headless Chromium and checked.
 
 Run by `make browser` (part of `make test`) after `make book`; needs Debian's chromium and
-chromium-driver (the Makefile installs them). Screenshots land in _build/screenshots/.
+chromium-driver (the Makefile installs them). Full-page screenshots land in _build/screenshots/.
 """
 
 from __future__ import annotations
@@ -97,8 +97,25 @@ def test_page_renders_cleanly(server, browser, page):
     src = (HTML / page).read_text()
     if re.search(r'class="math', src):
         WebDriverWait(browser, 30).until(lambda d: d.find_elements("css selector", "mjx-container"))
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(SHOTS / page.replace("/", "_").replace(".html", ".png")))
+    # figures are laid out, not only downloaded: a hidden or collapsed figure has no box
+    hidden = browser.execute_script(
+        "return Array.from(document.querySelectorAll('article img'))"
+        ".filter(i => i.naturalWidth > 50 && i.getBoundingClientRect().width < 50)"
+        ".map(i => i.src.slice(0, 80))")
+    assert not hidden, f"{page}: figures with no visible size: {hidden}"
+    _screenshot(browser, SHOTS / page.replace("/", "_").replace(".html", ".png"))
+
+
+def _screenshot(browser, path: Path) -> None:
+    """The whole page, top to bottom (not just the first screen), as one PNG."""
+    import base64
+
+    size = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
 
 
 def test_chapters_have_figures(server, browser):
