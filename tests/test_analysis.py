@@ -119,3 +119,26 @@ def test_format_table_errors():
         tu.format_table({"a": 1})
     with pytest.raises(TypeError, match="each row must be a dict"):
         tu.format_table([{"a": 1}, 2])
+
+
+def test_format_table_is_text_and_an_html_table_in_notebooks():
+    t = tu.format_table([{"model": "a<b", "auc": 0.5, "n": 1234}, {"model": "c", "auc": -0.25}])
+    assert isinstance(t, tu.Table) and isinstance(t, str) and t.startswith("model")
+    assert t.header == ("model", "auc", "n") and t.body[1] == ("c", "-0.250", "")
+    html = t._repr_html_()
+    assert html.count("<tr>") == 3 and "<th>auc</th>" in html
+    assert "a&lt;b" in html and "a<b" not in html  # cells are escaped
+    assert '<td style="text-align: right">1,234</td>' in html  # numbers right-aligned
+    assert '<td style="text-align: right">-0.250</td>' in html and "<td>c</td>" in html
+
+    class Printer:
+        def __init__(self):
+            self.out = ""
+
+        def text(self, s):
+            self.out += s
+
+    p = Printer()
+    t._repr_pretty_(p, False)
+    assert p.out == str(t)  # IPython's plain view is the table, not its repr with quotes
+    assert isinstance(tu.results_table({"r": {1: 0.5}}), tu.Table)

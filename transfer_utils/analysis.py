@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -9,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["linear_cka", "summarize", "Summary", "run_seeds", "learning_curve", "format_table"]
+__all__ = ["linear_cka", "summarize", "Summary", "run_seeds", "learning_curve", "format_table",
+           "Table"]
 
 
 def linear_cka(X, Y) -> float:
@@ -106,12 +108,48 @@ def summarize(values: Iterable[float]) -> Summary:
     return Summary(vals, mean, std, t * std / math.sqrt(len(vals)))
 
 
-def format_table(rows: Sequence[Mapping], *, floatfmt: str = ".3f") -> str:
-    """A plain-text table of dict rows: one column per key (first-seen order), one line per row.
+class Table(str):
+    """The text of a :func:`format_table` table, which Jupyter shows as an HTML table.
+
+    It is a ``str`` (``print`` it in a terminal, compare it in tests); a notebook
+    that ends a cell with it, or calls ``display`` on it, gets a real table that
+    fits the page and wraps long cells instead of a line that runs off the right edge.
+    """
+
+    header: tuple[str, ...]
+    body: tuple[tuple[str, ...], ...]
+
+    def __new__(cls, text: str, header: Sequence[str], body: Sequence[Sequence[str]]) -> Table:
+        table = super().__new__(cls, text)
+        table.header = tuple(header)
+        table.body = tuple(tuple(row) for row in body)
+        return table
+
+    def _repr_pretty_(self, printer, cycle) -> None:  # IPython's plain-text view: the table
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        def numeric(text: str) -> bool:
+            return bool(text) and text.lstrip("+-").replace(",", "")[:1].isdigit()
+
+        def td(text: str, tag: str = "td") -> str:
+            align = ' style="text-align: right"' if tag == "td" and numeric(text) else ""
+            return f"<{tag}{align}>{html.escape(text)}</{tag}>"
+
+        head = "".join(td(h, "th") for h in self.header)
+        rows = "".join("<tr>" + "".join(td(c) for c in row) + "</tr>" for row in self.body)
+        return (f'<table class="dataframe tu-table"><thead><tr>{head}</tr></thead>'
+                f"<tbody>{rows}</tbody></table>")
+
+
+def format_table(rows: Sequence[Mapping], *, floatfmt: str = ".3f") -> Table:
+    """A table of dict rows: one column per key (first-seen order), one line per row.
 
     Summaries print as ``mean ± std``, floats with ``floatfmt`` (large ones as
     ``12,345``), integers with thousands separators; a key missing from a row
-    leaves its cell blank. Every table the book prints goes through here.
+    leaves its cell blank. Every table the book prints goes through here. The
+    result is a :class:`Table`: aligned text when printed, an HTML table when a
+    notebook displays it.
 
     Examples
     --------
@@ -150,7 +188,7 @@ def format_table(rows: Sequence[Mapping], *, floatfmt: str = ".3f") -> str:
     lines = [" | ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
              for line in [header, *body]]
     lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return Table("\n".join(lines), header, body)
 
 
 def run_seeds(fn: Callable[[int], float], seeds: Sequence[int] = (0, 1, 2)) -> Summary:

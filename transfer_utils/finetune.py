@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .analysis import Summary, format_table, summarize
+from .analysis import Summary, Table, format_table, summarize
 from .data import ArrayDataset, _stratified_folds, few_shot, make_loader
 from .experiments import transfer_run
 from .models import get_head
@@ -206,7 +206,7 @@ def relative_change(model: nn.Module, source: nn.Module | Mapping[str, torch.Ten
 
 
 def results_table(results: Mapping[str, Mapping], *, title: str = "", fmt: str = ".3f",
-                  column_format: str = "k={}") -> str:
+                  column_format: str = "k={}") -> Table:
     """A plain-text table: one row per outer key, one column per inner key.
 
     Cells may be :class:`transfer_utils.Summary` (shown as ``mean ± std``), numbers
