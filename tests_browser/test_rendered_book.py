@@ -1,7 +1,7 @@
 """The built book as a reader sees it: every page opened in headless Chromium and checked.
 
 Run by `make browser` (part of `make test`) after `make book`; needs Debian's chromium and
-chromium-driver (the Makefile installs them). Full-page screenshots land in _build/screenshots/.
+chromium-driver (the Makefile installs them). Screenshots of every page, screen by screen, land in _build/screenshots/.
 """
 
 from __future__ import annotations
@@ -103,19 +103,72 @@ def test_page_renders_cleanly(server, browser, page):
         ".filter(i => i.naturalWidth > 50 && i.getBoundingClientRect().width < 50)"
         ".map(i => i.src.slice(0, 80))")
     assert not hidden, f"{page}: figures with no visible size: {hidden}"
-    _screenshot(browser, SHOTS / page.replace("/", "_").replace(".html", ".png"))
+    _screenshot(browser, SHOTS / page.replace("/", "_").replace(".html", ""))
 
 
-def _screenshot(browser, path: Path) -> None:
-    """The whole page, top to bottom (not just the first screen), as one PNG."""
-    import base64
+def _screenshot(browser, stem: Path) -> None:
+    """The whole page as a reader scrolls it: one PNG per screen, ``stem_00.png`` onwards.
 
-    size = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(base64.b64decode(shot["data"]))
+    Screen by screen rather than one tall capture: Chromium's beyond-the-viewport capture
+    re-lays out very long pages and shifted some chapters off the left edge.
+    """
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for old in stem.parent.glob(stem.name + "_*.png"):
+        old.unlink()
+    total = browser.execute_script("return document.documentElement.scrollHeight")
+    screen = browser.execute_script("return window.innerHeight")
+    for i, top in enumerate(range(0, total, screen)):
+        browser.execute_script("window.scrollTo(0, arguments[0])", top)
+        browser.save_screenshot(str(stem.parent / f"{stem.name}_{i:02d}.png"))
+    browser.execute_script("window.scrollTo(0, 0)")
+
+
+_OVERFLOW_JS = r"""
+const bad = [];
+const art = document.querySelector('article');
+for (const m of art.querySelectorAll('mjx-container[display="true"]')) {
+  if (m.scrollWidth > m.clientWidth + 2) bad.push('equation: ' + m.textContent.slice(0, 60));
+}
+for (const pre of art.querySelectorAll('.cell_output pre')) {
+  // lines that do not fit wrap (see _static/tu.css): fine for prose, unreadable for a table
+  const probe = document.createElement('span');
+  probe.textContent = 'x'.repeat(100);
+  pre.appendChild(probe);
+  const charWidth = probe.getBoundingClientRect().width / 100;
+  pre.removeChild(probe);
+  const style = getComputedStyle(pre);
+  const room = pre.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  const fits = Math.floor(room / charWidth);
+  for (const line of pre.textContent.split('\n')) {
+    if (line.length > fits && /\S {2,}\S|\S \| \S/.test(line.trim()))
+      bad.push(`table-like output line of ${line.length} characters (room for ${fits}): ` +
+               line.slice(0, 60));
+  }
+}
+for (const t of art.querySelectorAll('.cell_output table')) {
+  const box = t.closest('.cell_output');
+  if (t.getBoundingClientRect().width > box.clientWidth + 2)
+    bad.push('HTML table wider than the column: ' + t.textContent.slice(0, 60));
+}
+return bad;
+"""
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_nothing_runs_off_the_page(server, browser, page):
+    """Equations, tables and aligned text output fit the column a reader sees (1280 px wide).
+
+    Long prose lines in outputs wrap (as in JupyterLab); a table that wraps or an equation
+    that needs a horizontal scroll bar hides the very number the text discusses.
+    """
+    _open(browser, server + page)
+    if re.search(r'class="math', (HTML / page).read_text()):
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, 30).until(lambda d: d.find_elements("css selector",
+                                                                   "mjx-container"))
+    bad = browser.execute_script(_OVERFLOW_JS)
+    assert not bad, f"{page}: content wider than the column:\n" + "\n".join(bad)
 
 
 def test_chapters_have_figures(server, browser):
