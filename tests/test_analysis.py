@@ -87,6 +87,11 @@ def test_plots_return_figures():
     curve = tu.learning_curve(lambda k, seed: k / 10 + seed / 100, ks=[1, 5], seeds=[0, 1, 2])
     fig = tu.plot_curves({"a": curve, "b": curve}, title="t")
     assert len(fig.axes[0].get_lines()) >= 2
+    fig.canvas.draw()  # on its own figure the legend is right of the axes, over no point
+    legend = fig.axes[0].get_legend().get_window_extent()
+    assert legend.x0 >= fig.axes[0].get_window_extent().x1
+    fig = tu.plot_curves({"a": {0: curve[1], 1: curve[5], 3: curve[1]}}, logx=False)
+    assert list(fig.axes[0].get_xticks()) == [0, 1, 3]  # integer settings, no 0.5 ticks
     h = tu.History(train_loss=[1, 0.5], train_acc=[0.5, 0.7], val_loss=[1, 1], val_acc=[0.4, 0.6])
     fig = tu.plot_history({"run": h})
     assert len(fig.axes[0].get_lines()) == 2
@@ -128,8 +133,13 @@ def test_format_table_is_text_and_an_html_table_in_notebooks():
     html = t._repr_html_()
     assert html.count("<tr>") == 3 and "<th>auc</th>" in html
     assert "a&lt;b" in html and "a<b" not in html  # cells are escaped
-    assert '<td style="text-align: right">1,234</td>' in html  # numbers right-aligned
-    assert '<td style="text-align: right">-0.250</td>' in html and "<td>c</td>" in html
+    right = '<td style="text-align: right; white-space: nowrap">'
+    assert right + "1,234</td>" in html  # numbers right-aligned, never wrapped
+    assert right + "-0.250</td>" in html and "<td>c</td>" in html
+    for number in ("0.600 ± 0.141", "+0.035 ± 0.015", "1.0e-04", "12%", "93,765"):
+        assert right + number in tu.format_table([{"x": number}])._repr_html_()
+    for text in ("40 epochs", "k=1", "seed 0", "1e-4 body"):  # labels stay left-aligned
+        assert f"<td>{text}</td>" in tu.format_table([{"x": text}])._repr_html_()
 
     class Printer:
         def __init__(self):

@@ -343,6 +343,10 @@ def test_plot_softened_panels_and_errors():
     assert max(heights[0]) > max(heights[2])  # flatter at high T
     assert sum(heights[1]) == pytest.approx(1.0)
     plt.close(fig)
+    fig = tu.plot_softened(torch.tensor([4.0, 1.0, 0.0]), temperatures=[1, 2, 4, 10])
+    assert fig.get_size_inches()[0] <= 7.5  # two panels per row, not four squeezed into one
+    assert len(fig.axes) == 4 and fig.axes[2].get_ylabel() == "probability"
+    plt.close(fig)
     with pytest.raises(ValueError, match="one example"):
         tu.plot_softened(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="class_names has 2 names but the logits have 3"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -108,6 +109,10 @@ def summarize(values: Iterable[float]) -> Summary:
     return Summary(vals, mean, std, t * std / math.sqrt(len(vals)))
 
 
+_NUM = r"[+-]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?%?"
+_NUMBER = re.compile(rf"{_NUM}(?: ± {_NUM})?$")
+
+
 class Table(str):
     """The text of a :func:`format_table` table, which Jupyter shows as an HTML table.
 
@@ -129,12 +134,11 @@ class Table(str):
         printer.text(str(self))
 
     def _repr_html_(self) -> str:
-        def numeric(text: str) -> bool:
-            return bool(text) and text.lstrip("+-").replace(",", "")[:1].isdigit()
-
         def td(text: str, tag: str = "td") -> str:
-            align = ' style="text-align: right"' if tag == "td" and numeric(text) else ""
-            return f"<{tag}{align}>{html.escape(text)}</{tag}>"
+            # numbers (and "mean ± std") right-aligned and never broken over two lines
+            style = (' style="text-align: right; white-space: nowrap"'
+                     if tag == "td" and _NUMBER.match(text) else "")
+            return f"<{tag}{style}>{html.escape(text)}</{tag}>"
 
         head = "".join(td(h, "th") for h in self.header)
         rows = "".join("<tr>" + "".join(td(c) for c in row) + "</tr>" for row in self.body)

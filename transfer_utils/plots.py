@@ -23,11 +23,15 @@ def plot_curves(
 ):
     """Plot several ``{k: Summary}`` curves (from :func:`learning_curve`) with 95% error bars.
 
+    On its own figure the legend sits outside the axes, on the right, where it cannot hide
+    a point; drawn into a given ``ax`` it goes wherever matplotlib finds room. Integer
+    x values on a linear axis get one tick each (no "1.5 blocks frozen").
     Returns the matplotlib Figure.
     """
     if not curves:
         raise ValueError("plot_curves needs at least one curve, e.g. {'scratch': {1: summary}}")
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.5, 3.8))
+    own = ax is None
+    fig, ax = (ax.figure, ax) if not own else plt.subplots(figsize=(7.0, 3.8))
     for label, curve in curves.items():
         if not curve:
             raise ValueError(f"curve {label!r} is empty")
@@ -39,11 +43,18 @@ def plot_curves(
         ks = sorted({k for c in curves.values() for k in c})
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.minorticks_off()
+    else:
+        xs = sorted({k for c in curves.values() for k in c})
+        if all(float(x).is_integer() for x in xs) and len(xs) <= 12:
+            ax.set_xticks(xs, [str(int(x)) for x in xs])
     ax.set(xlabel=xlabel, ylabel=ylabel)
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if own:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
+    else:
+        ax.legend()
     fig.tight_layout()
     return fig
 

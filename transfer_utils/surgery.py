@@ -122,7 +122,8 @@ class TransferReport:
             f"{len(self.unexpected)} unexpected (source only)"
         ]
         for name, (s, d) in self.skipped_shape.items():
-            lines.append(f"  shape  {name}: source {list(s)} vs target {list(d)}")
+            lines += [f"  shape      {name}",  # two lines: fits a notebook's width
+                      f"             source {list(s)}, target {list(d)}"]
         lines += [f"  missing    {n}" for n in self.missing]
         lines += [f"  unexpected {n}" for n in self.unexpected]
         return "\n".join(lines)

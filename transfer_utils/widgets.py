@@ -96,12 +96,18 @@ def plot_softened(
     z = _one_example(logits)
     names = _names(class_names, len(z))
     temps = _check_temperatures(temperatures)
-    fig, axes = plt.subplots(1, len(temps), figsize=(2.6 * len(temps), 2.6), sharey=True,
+    # two panels per row: readable at the width of a book page or a notebook
+    ncols = min(2, len(temps))
+    nrows = -(-len(temps) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.5 * nrows), sharey=True,
                              squeeze=False)
-    for ax, T in zip(axes[0], temps, strict=True):
+    for ax, T in zip(axes.flat, temps, strict=False):
         p = soften(z, T)
         _draw_bars(ax, p, names, f"T = {T:g} (entropy {_entropy(p):.2f})")
-    axes[0, 0].set_ylabel("probability")
+    for ax in list(axes.flat)[len(temps):]:
+        fig.delaxes(ax)
+    for row in axes:
+        row[0].set_ylabel("probability")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
