@@ -1,9 +1,10 @@
-"""Bibliography labels in author-year form, matching the author-year citations in the text.
+"""Author-year labels for the bibliography and the citations: [Pan and Yang, 2010].
 
-The text cites as [Hinton et al., 2015] (``bibtex_reference_style: author_year``); pybtex's
-own label styles would list that entry as [HVD15]. This Sphinx extension registers a
-bibliography style, ``authoryear`` (pybtex's "plain", sorted by author and year), whose
-labels read like the citations. _config.yml loads it through ``local_extensions``.
+pybtex's own label styles would show that entry as [HVD15]. This Sphinx extension
+registers a bibliography style, ``authoryear`` (pybtex's "plain" entries, sorted by their
+labels), whose labels read like author-year citations; two papers with the same label get
+2018a and 2018b. With ``bibtex_reference_style: label`` the text cites by the same labels, so
+a citation and its entry always match. _config.yml loads it through ``local_extensions``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pybtex.plugin import register_plugin
 from pybtex.richtext import Text
 from pybtex.style.formatting.plain import Style as PlainStyle
 from pybtex.style.labels import BaseLabelStyle
+from pybtex.style.sorting import BaseSortingStyle
 
 
 def _surname(person) -> str:
@@ -49,12 +51,20 @@ class AuthorYearLabels(BaseLabelStyle):
             yield label
 
 
+class AuthorYearSorting(BaseSortingStyle):
+    """Alphabetical by label, so "Hugging Face, 2022" sits among the H's."""
+
+    def sorting_key(self, entry):
+        return author_year_label(entry).casefold(), entry.fields.get("title", "")
+
+
 class AuthorYearStyle(PlainStyle):
     default_label_style = "author_year_labels"
-    default_sorting_style = "author_year_title"
+    default_sorting_style = "author_year_label_order"
 
 
 def setup(app):
     register_plugin("pybtex.style.labels", "author_year_labels", AuthorYearLabels)
+    register_plugin("pybtex.style.sorting", "author_year_label_order", AuthorYearSorting)
     register_plugin("pybtex.style.formatting", "authoryear", AuthorYearStyle)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
