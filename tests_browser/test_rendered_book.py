@@ -132,9 +132,9 @@ for (const m of art.querySelectorAll('mjx-container[display="true"]')) {
 for (const pre of art.querySelectorAll('.cell_output pre')) {
   // lines that do not fit wrap (see _static/tu.css): fine for prose, unreadable for a table
   const probe = document.createElement('span');
-  probe.textContent = 'x'.repeat(100);
+  probe.textContent = 'x'.repeat(10);  // short enough never to wrap itself
   pre.appendChild(probe);
-  const charWidth = probe.getBoundingClientRect().width / 100;
+  const charWidth = probe.getBoundingClientRect().width / 10;
   pre.removeChild(probe);
   const style = getComputedStyle(pre);
   const room = pre.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
