@@ -133,11 +133,14 @@ def test_format_table_is_text_and_an_html_table_in_notebooks():
     html = t._repr_html_()
     assert html.count("<tr>") == 3 and "<th>auc</th>" in html
     assert "a&lt;b" in html and "a<b" not in html  # cells are escaped
-    right = '<td style="text-align: right; white-space: nowrap">'
-    assert right + "1,234</td>" in html  # numbers right-aligned, never wrapped
-    assert right + "-0.250</td>" in html and "<td>c</td>" in html
-    for number in ("0.600 ± 0.141", "+0.035 ± 0.015", "1.0e-04", "12%", "93,765"):
-        assert right + number in tu.format_table([{"x": number}])._repr_html_()
+    def cell(*parts):  # right-aligned; each part unbreakable, a line break only before "±"
+        spans = " ".join(f'<span style="white-space: nowrap">{p}</span>' for p in parts)
+        return f'<td style="text-align: right">{spans}</td>'
+
+    assert cell("1,234") in html and cell("-0.250") in html and "<td>c</td>" in html
+    for number in ("1.0e-04", "12%", "93,765", "+0.035"):
+        assert cell(number) in tu.format_table([{"x": number}])._repr_html_()
+    assert cell("0.600", "± 0.141") in tu.format_table([{"x": "0.600 ± 0.141"}])._repr_html_()
     for text in ("40 epochs", "k=1", "seed 0", "1e-4 body"):  # labels stay left-aligned
         assert f"<td>{text}</td>" in tu.format_table([{"x": text}])._repr_html_()
 

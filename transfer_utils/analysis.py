@@ -135,10 +135,14 @@ class Table(str):
 
     def _repr_html_(self) -> str:
         def td(text: str, tag: str = "td") -> str:
-            # numbers (and "mean ± std") right-aligned and never broken over two lines
-            style = (' style="text-align: right; white-space: nowrap"'
-                     if tag == "td" and _NUMBER.match(text) else "")
-            return f"<{tag}{style}>{html.escape(text)}</{tag}>"
+            if tag == "th" or not _NUMBER.match(text):
+                return f"<{tag}>{html.escape(text)}</{tag}>"
+            # Numbers are right-aligned and never broken; a narrow column may put
+            # "± spread" under its mean, but never splits "0.763 ±" from "0.075".
+            parts = [html.escape(x) for x in text.split(" ± ")]
+            cell = '<span style="white-space: nowrap">{}</span>'
+            inner = cell.format(parts[0]) + "".join(" " + cell.format("± " + x) for x in parts[1:])
+            return f'<td style="text-align: right">{inner}</td>'
 
         head = "".join(td(h, "th") for h in self.header)
         rows = "".join("<tr>" + "".join(td(c) for c in row) + "</tr>" for row in self.body)
