@@ -141,7 +141,9 @@ def test_format_table_is_text_and_an_html_table_in_notebooks():
     for number in ("1.0e-04", "12%", "93,765", "+0.035"):
         assert cell(number) in tu.format_table([{"x": number}])._repr_html_()
     assert cell("0.600", "± 0.141") in tu.format_table([{"x": "0.600 ± 0.141"}])._repr_html_()
-    for text in ("40 epochs", "k=1", "seed 0", "1e-4 body"):  # labels stay left-aligned
+    assert "<td>body lr 1e\u20114</td>" in tu.format_table([{"x": "body lr 1e-4"}])._repr_html_()
+    assert "<th>gain 1e\u20113</th>" in tu.format_table([{"gain 1e-3": 1}])._repr_html_()
+    for text in ("40 epochs", "k=1", "seed 0", "a-b"):  # labels stay left-aligned
         assert f"<td>{text}</td>" in tu.format_table([{"x": text}])._repr_html_()
 
     class Printer:

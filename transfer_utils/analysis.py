@@ -111,6 +111,7 @@ def summarize(values: Iterable[float]) -> Summary:
 
 _NUM = r"[+-]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?%?"
 _NUMBER = re.compile(rf"{_NUM}(?: ± {_NUM})?$")
+_SCI_HYPHEN = re.compile(r"(?<=\de)-(?=\d)")
 
 
 class Table(str):
@@ -136,7 +137,8 @@ class Table(str):
     def _repr_html_(self) -> str:
         def td(text: str, tag: str = "td") -> str:
             if tag == "th" or not _NUMBER.match(text):
-                return f"<{tag}>{html.escape(text)}</{tag}>"
+                # "1e-4" in a label stays on one line (a non-breaking hyphen)
+                return f"<{tag}>{html.escape(_SCI_HYPHEN.sub(chr(0x2011), text))}</{tag}>"
             # Numbers are right-aligned and never broken; a narrow column may put
             # "± spread" under its mean, but never splits "0.763 ±" from "0.075".
             parts = [html.escape(x) for x in text.split(" ± ")]

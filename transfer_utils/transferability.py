@@ -511,7 +511,7 @@ def plot_bars(
     for per in data.values():
         groups += [g for g in per if g not in groups]
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(
-        figsize=(max(5.0, 1.5 + 1.3 * len(groups) * max(1, len(data)) ** 0.5), 3.6))
+        figsize=(min(8.0, max(5.0, 1.5 + 1.3 * len(groups) * max(1, len(data)) ** 0.5)), 3.6))
     width = 0.8 / len(data)
     for i, (series, per) in enumerate(data.items()):
         xs = [j + (i - (len(data) - 1) / 2) * width for j, g in enumerate(groups) if g in per]
