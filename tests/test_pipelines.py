@@ -260,6 +260,8 @@ def test_plot_decision_guide_draws_regions_and_points():
     assert [t.get_text() for t in ax.texts] == ["k=1", "k=20"]
     assert {t.get_text() for t in ax.get_legend().get_texts()} == set(tu.GUIDE_METHODS)
     assert "Rule of thumb" in ax.get_title()
+    fig.canvas.draw()  # the legend sits beside the map, covering none of its boundaries
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
     low = tu.plot_decision_guide(compute="low")
     assert "fine-tune" not in {t.get_text() for t in low.axes[0].get_legend().get_texts()}
     plt.close("all")

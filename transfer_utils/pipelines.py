@@ -431,7 +431,7 @@ def plot_decision_guide(points: Mapping[str, tuple[float, float]] | None = None,
 
     if compute not in ("normal", "low"):
         raise ValueError(f"compute must be 'normal' or 'low', got {compute!r}")
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.6, 4.0))
     ns = np.logspace(0, 4, 241)
     ss = np.linspace(0, 1, 201)
     codes = np.array([[GUIDE_METHODS.index(recommend_method(n, s, compute=compute))
@@ -452,8 +452,10 @@ def plot_decision_guide(points: Mapping[str, tuple[float, float]] | None = None,
            title=f"Rule of thumb ({compute} training compute)")
     ax.set_yticks([0.0, 0.25, 0.5, 0.75, 1.0], ["unrelated", "distant", "", "related", "same"])
     present = sorted(set(codes.ravel().tolist()))
+    # beside the map, not on it: the boundaries are the point of the figure
     ax.legend(handles=[Patch(color=colours[i], label=GUIDE_METHODS[i]) for i in present],
-              loc="lower right", fontsize=8, framealpha=0.9)
+              loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=8,
+              frameon=False)
     fig.tight_layout()
     return fig
 
