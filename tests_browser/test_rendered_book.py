@@ -65,12 +65,19 @@ def browser():
     driver.quit()
 
 
-def _open(browser, url):
+# the figures of a chapter: images in the article that are more than an icon
+_FIGURES_JS = "Array.from(document.querySelectorAll('article img')).filter(i => i.naturalWidth > 50)"
+
+
+def _open(browser, server, page):
+    """Load a page; wait for the document and, on a page with TeX, for MathJax's output."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser.get(url)
+    browser.get(server + page)
     WebDriverWait(browser, 30).until(
         lambda d: d.execute_script("return document.readyState") == "complete")
+    if re.search(r'class="math', (HTML / page).read_text()):
+        WebDriverWait(browser, 30).until(lambda d: d.find_elements("css selector", "mjx-container"))
     return browser
 
 
@@ -78,7 +85,7 @@ def _open(browser, url):
 def test_page_renders_cleanly(server, browser, page):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    _open(browser, server + page)
+    _open(browser, server, page)  # also waits for the math to render
     body = browser.find_element("tag name", "body").text
     assert len(body) > 200, f"{page} is nearly empty"
     for bad in ("Traceback (most recent call last)", "HBox(children=", "VBox(children=",
@@ -93,14 +100,9 @@ def test_page_renders_cleanly(server, browser, page):
         "return Array.from(document.images).filter(i => i.naturalWidth === 0)"
         ".map(i => i.src)")
     assert not broken, f"{page}: images that did not load: {broken}"
-    # math: any page with TeX shows MathJax output
-    src = (HTML / page).read_text()
-    if re.search(r'class="math', src):
-        WebDriverWait(browser, 30).until(lambda d: d.find_elements("css selector", "mjx-container"))
     # figures are laid out, not only downloaded: a hidden or collapsed figure has no box
     hidden = browser.execute_script(
-        "return Array.from(document.querySelectorAll('article img'))"
-        ".filter(i => i.naturalWidth > 50 && i.getBoundingClientRect().width < 50)"
+        f"return {_FIGURES_JS}.filter(i => i.getBoundingClientRect().width < 50)"
         ".map(i => i.src.slice(0, 80))")
     assert not hidden, f"{page}: figures with no visible size: {hidden}"
     _screenshot(browser, SHOTS / page.replace("/", "_").replace(".html", ""))
@@ -161,12 +163,7 @@ def test_nothing_runs_off_the_page(server, browser, page):
     Long prose lines in outputs wrap (as in JupyterLab); a table that wraps or an equation
     that needs a horizontal scroll bar hides the very number the text discusses.
     """
-    _open(browser, server + page)
-    if re.search(r'class="math', (HTML / page).read_text()):
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        WebDriverWait(browser, 30).until(lambda d: d.find_elements("css selector",
-                                                                   "mjx-container"))
+    _open(browser, server, page)
     bad = browser.execute_script(_OVERFLOW_JS)
     assert not bad, f"{page}: content wider than the column:\n" + "\n".join(bad)
 
@@ -177,10 +174,8 @@ def test_chapters_have_figures(server, browser):
     for page in PAGES:
         if not re.match(r"book/0[1-7]_", page):  # the FAQ, intro and references may have none
             continue
-        _open(browser, server + page)
-        if not browser.execute_script(
-                "return Array.from(document.querySelectorAll('article img'))"
-                ".filter(i => i.naturalWidth > 50).length"):
+        _open(browser, server, page)
+        if not browser.execute_script(f"return {_FIGURES_JS}.length"):
             missing.append(page)
     assert not missing, f"chapters without a figure: {missing}"
 
@@ -188,7 +183,7 @@ def test_chapters_have_figures(server, browser):
 def test_internal_links_resolve(server, browser):
     bad = []
     for page in PAGES:
-        _open(browser, server + page)
+        _open(browser, server, page)
         hrefs = browser.execute_script(
             "return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
         for href in hrefs:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 __all__ = ["linear_cka", "summarize", "Summary", "run_seeds", "learning_curve", "format_table",
-           "Table"]
+           "Table", "accuracy_ci", "paired_gain"]
 
 
 def linear_cka(X, Y) -> float:
@@ -199,6 +199,60 @@ def format_table(rows: Sequence[Mapping], *, floatfmt: str = ".3f") -> Table:
              for line in [header, *body]]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return Table("\n".join(lines), header, body)
+
+
+def accuracy_ci(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson 95% interval for an accuracy measured on ``n`` independent test examples.
+
+    One fixed model evaluated once has no seeds to average over; the uncertainty
+    left is that of the test sample (chapter 2 uses it for domain shift).
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> lo, hi = tu.accuracy_ci(0.9, 100)
+    >>> round(lo, 3), round(hi, 3)
+    (0.826, 0.945)
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive number of test examples, got {n!r}")
+    if not 0.0 <= accuracy <= 1.0:
+        raise ValueError(f"accuracy must be in [0, 1], got {accuracy!r}")
+    denom = 1 + z * z / n
+    centre = (accuracy + z * z / (2 * n)) / denom
+    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_gain(
+    curves: Mapping[str, Mapping[int, Summary]], method: str, baseline: str
+) -> dict[int, Summary]:
+    """Per-``k`` summary of the seed-by-seed difference ``method - baseline``.
+
+    Both methods must have been run on the same seeds (as :func:`tu.transfer_curve`
+    does: same k-shot set per seed), so the differences are paired and their
+    interval is narrower than the two curves' error bars suggest (chapter 1).
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> curves = {"a": {5: tu.summarize([0.9, 0.8, 0.7])},
+    ...           "b": {5: tu.summarize([0.8, 0.7, 0.6])}}
+    >>> round(tu.paired_gain(curves, "a", "b")[5].mean, 6)
+    0.1
+    """
+    for name in (method, baseline):
+        if name not in curves:
+            raise KeyError(f"no curve named {name!r}; curves are {sorted(curves)}")
+    a, b = curves[method], curves[baseline]
+    if set(a) != set(b):
+        raise ValueError(f"the curves have different k: {sorted(a)} and {sorted(b)}")
+    out = {}
+    for k in sorted(a):
+        if a[k].n != b[k].n:
+            raise ValueError(f"k={k}: {a[k].n} and {b[k].n} seeds; pair runs on the same seeds")
+        out[k] = summarize([x - y for x, y in zip(a[k].values, b[k].values, strict=True)])
+    return out
 
 
 def run_seeds(fn: Callable[[int], float], seeds: Sequence[int] = (0, 1, 2)) -> Summary:

@@ -7,19 +7,18 @@ compares every method, chapters 4 and 7 reuse it as the fine-tuning baseline.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from .analysis import Summary, summarize
+from .analysis import Summary, paired_gain, summarize
 from .data import ArrayDataset, few_shot, make_loader
 from .models import replace_head
 from .runtime import get_device, seed_everything
 from .surgery import freeze, param_groups, unfreeze
-from .training import evaluate, fit
+from .training import _fit_steps, evaluate
 
 __all__ = ["METHODS", "fresh_copy", "transfer_run", "transfer_curve", "run_variants",
            "summarize_runs"]
@@ -37,11 +36,6 @@ def fresh_copy(model: nn.Module) -> nn.Module:
             m.reset_running_stats()
     unfreeze(clone)
     return clone
-
-
-def _steps_fit(model, loader, steps, optimizer, device):
-    epochs = max(1, math.ceil(steps / len(loader)))
-    fit(model, loader, epochs=epochs, optimizer=optimizer, device=device, progress=False)
 
 
 def transfer_run(
@@ -115,13 +109,13 @@ def transfer_run(
     t0 = time.perf_counter()
     if method in ("scratch",):
         opt = torch.optim.Adam(model.parameters(), lr=lr)
-        _steps_fit(model, loader, steps, opt, device)
+        _fit_steps(model, loader, steps, opt, device)
     elif method == "finetune":
         opt = torch.optim.Adam(param_groups(model, {"body": body_lr, "head": lr}))
-        _steps_fit(model, loader, steps, opt, device)
+        _fit_steps(model, loader, steps, opt, device)
     elif method == "frozen":
         freeze(model, "body")
-        _steps_fit(model, loader, steps, torch.optim.Adam(model.head.parameters(), lr=lr), device)
+        _fit_steps(model, loader, steps, torch.optim.Adam(model.head.parameters(), lr=lr), device)
     elif method == "partial":
         names = [n for n, _ in model.body.named_children()]
         if not 0 <= freeze_blocks <= len(names):
@@ -129,17 +123,17 @@ def transfer_run(
         if freeze_blocks:
             freeze(model, *[f"body.{n}" for n in names[:freeze_blocks]])
         opt = torch.optim.Adam(param_groups(model, {"body": body_lr, "head": lr}))
-        _steps_fit(model, loader, steps, opt, device)
+        _fit_steps(model, loader, steps, opt, device)
     else:  # lp-ft
         first = steps // 2 if head_steps is None else head_steps
         freeze(model, "body")
         if first > 0:
-            _steps_fit(model, loader, first, torch.optim.Adam(model.head.parameters(), lr=lr),
+            _fit_steps(model, loader, first, torch.optim.Adam(model.head.parameters(), lr=lr),
                        device)
         unfreeze(model, "body")
         rest = max(1, steps - first)
         opt = torch.optim.Adam(param_groups(model, {"body": body_lr, "head": lr}))
-        _steps_fit(model, loader, rest, opt, device)
+        _fit_steps(model, loader, rest, opt, device)
     seconds = time.perf_counter() - t0
     acc = evaluate(model, make_loader(test, 512), device=device)["accuracy"]
     return {"accuracy": acc, "seconds": seconds, "model": model.eval()}
@@ -241,17 +235,12 @@ def summarize_runs(
     get = (lambda r: r[metric]) if isinstance(metric, str) else metric
     if baseline is not None and baseline not in runs:
         raise ValueError(f"baseline {baseline!r} is not one of the labels {list(runs)}")
-    out: dict[str, dict[int, Summary]] = {}
+    plain = {label: {k: summarize([float(get(r)) for r in results]) for k, results in per_k.items()}
+             for label, per_k in runs.items()}
+    if baseline is None:
+        return plain
     for label, per_k in runs.items():
-        if label == baseline:
-            continue
-        out[label] = {}
         for k, results in per_k.items():
-            vals = [float(get(r)) for r in results]
-            if baseline is not None:
-                base = runs[baseline][k]
-                if [r["seed"] for r in base] != [r["seed"] for r in results]:
-                    raise ValueError(f"{label!r} and {baseline!r} were not run on the same seeds")
-                vals = [v - float(get(b)) for v, b in zip(vals, base, strict=True)]
-            out[label][k] = summarize(vals)
-    return out
+            if [r["seed"] for r in runs[baseline][k]] != [r["seed"] for r in results]:
+                raise ValueError(f"{label!r} and {baseline!r} were not run on the same seeds")
+    return {label: paired_gain(plain, label, baseline) for label in runs if label != baseline}

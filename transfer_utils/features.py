@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
-import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -98,30 +97,9 @@ def extract_features(
     >>> tuple(X.shape)
     (1797, 64)
     """
-    device = get_device(device)
-    captured: list[torch.Tensor] = []
-    handle = None
-    if layer is not None:
-        target = _find_module(model, layer)
-        handle = target.register_forward_hook(lambda _m, _i, out: captured.append(out))
-    was_training = model.training
-    model.to(device).eval()
-    feats, labels = [], []
-    try:
-        for x, y in loader:
-            out = model(x.to(device))
-            if layer is not None:
-                out = captured.pop()
-            out = out.detach().float()
-            feats.append((out.flatten(1) if flatten else out).cpu())
-            labels.append(y.cpu())
-    finally:
-        if handle is not None:
-            handle.remove()
-        model.train(was_training)
-    if not feats:
-        raise ValueError("the loader yielded no batches: nothing to extract")
-    return torch.cat(feats), torch.cat(labels)
+    name = OUTPUT if layer is None else layer
+    feats, labels = extract_layers(model, loader, [name], device=device, flatten=flatten)
+    return feats[name], labels
 
 
 def _as_numpy(a) -> np.ndarray:
@@ -197,6 +175,7 @@ def knn_probe(X_train, y_train, X_test, y_test, *, k: int = 1, metric: str = "co
 # --------------------------------------------------------------------------- several layers
 
 INPUT = "input"  # pseudo-layer name: the model's input itself, flattened
+OUTPUT = ""  # pseudo-layer name: what the model returns (named_modules() calls the model "")
 
 
 @torch.no_grad()
@@ -213,8 +192,9 @@ def extract_layers(
     Like :func:`extract_features` (eval mode, no gradients, the caller's mode
     restored even on error), but with a forward hook on every layer in
     ``layers`` at once, so probing five layers costs one forward pass, not five.
-    The name ``"input"`` stands for the input itself (a pixel baseline). If a
-    module runs several times in one forward pass, its last output is kept.
+    The name ``"input"`` stands for the input itself (a pixel baseline) and ``""``
+    for what the model returns (its logits, for a classifier). If a module runs
+    several times in one forward pass, its last output is kept.
 
     Returns
     -------
@@ -234,7 +214,7 @@ def extract_layers(
         raise ValueError("give at least one layer name, e.g. ['body.block1', 'body.block2']")
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers has repeats: {layers}; list each layer once")
-    targets = {name: _find_module(model, name) for name in layers if name != INPUT}
+    targets = {name: _find_module(model, name) for name in layers if name not in (INPUT, OUTPUT)}
     device = get_device(device)
     captured: dict[str, torch.Tensor] = {}
     handles = []
@@ -249,10 +229,12 @@ def extract_layers(
         for x, y in loader:
             captured.clear()
             x = x.to(device)
-            model(x)
+            result = model(x)
             for name in layers:
                 if name == INPUT:
                     out = x
+                elif name == OUTPUT:
+                    out = result
                 elif name in captured:
                     out = captured[name]
                 else:
@@ -396,7 +378,7 @@ def train_head(
     >>> float((head(X).argmax(1) == y).float().mean()) > 0.9
     True
     """
-    from .training import fit
+    from .training import _fit_steps
 
     X = torch.as_tensor(_as_numpy(X), dtype=torch.float32)
     y = torch.as_tensor(_as_numpy(y), dtype=torch.int64)
@@ -420,8 +402,7 @@ def train_head(
     head = nn.Sequential(*layers)
     loader = make_loader(ArrayDataset(X, y), min(batch_size, len(y)), shuffle=True, seed=seed)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-    fit(head, loader, epochs=max(1, math.ceil(steps / len(loader))), optimizer=opt,
-        device=device, progress=False)
+    _fit_steps(head, loader, steps, opt, device)
     return head.eval().cpu()
 
 

@@ -759,7 +759,7 @@ def source_task_accuracy(
     >>> 0.0 <= acc <= 1.0
     True
     """
-    parent_s, attr_s, head_s = get_head(source)
+    *_, head_s = get_head(source)
     probe = copy.deepcopy(model)
     parent, attr, head = get_head(probe)
     if head.in_features != head_s.in_features:
@@ -768,10 +768,7 @@ def source_task_accuracy(
             f"{head.in_features}: source_task_accuracy needs the body the source was copied to"
         )
     new_head = copy.deepcopy(head_s).to(device=head.weight.device)
-    if attr.isdigit():
-        parent[int(attr)] = new_head
-    else:
-        setattr(parent, attr, new_head)
+    setattr(parent, attr, new_head)
     if data.num_classes != head_s.out_features:
         raise ValueError(
             f"data has {data.num_classes} classes but the source head has "

@@ -186,10 +186,7 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     parent, attr, old = get_head(model)
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
     new = new.to(device=old.weight.device, dtype=old.weight.dtype)
-    if attr.isdigit():
-        parent[int(attr)] = new
-    else:
-        setattr(parent, attr, new)
+    setattr(parent, attr, new)  # also right for nn.Sequential children named "0", "1", ...
     if hasattr(model, "config") and isinstance(model.config, dict):
         model.config["num_classes"] = num_classes
     return model

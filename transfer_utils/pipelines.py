@@ -131,10 +131,7 @@ def adapt_first_conv(model_or_conv: nn.Module, in_channels: int, *, reduce: str 
         return _adapted_conv(model_or_conv, in_channels, reduce)
     parent, attr, conv = _first_conv(model_or_conv)
     new = _adapted_conv(conv, in_channels, reduce)
-    if attr.isdigit() and isinstance(parent, nn.Sequential):
-        parent[int(attr)] = new
-    else:
-        setattr(parent, attr, new)
+    setattr(parent, attr, new)  # also right for nn.Sequential children named "0", "1", ...
     config = getattr(model_or_conv, "config", None)
     if isinstance(config, dict) and "in_channels" in config:
         config["in_channels"] = in_channels
@@ -689,7 +686,6 @@ def check_safe_loader(fn: Callable[[str, nn.Module], object]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         marker = tmp / "payload_ran.txt"
-        files = {"clean.pt": None, "clean.safetensors": None, "trapped.pt": None}
         torch.save(state, tmp / "clean.pt")
         save_file(state, str(tmp / "clean.safetensors"))
         torch.save({**state, "extra": _MarkerPayload(marker)}, tmp / "trapped.pt")
@@ -708,7 +704,6 @@ def check_safe_loader(fn: Callable[[str, nn.Module], object]) -> None:
                 raise AssertionError(f"after fn({name!r}, model) the model does not hold the "
                                      "file's weights; call model.load_state_dict(...) on what "
                                      "you loaded")
-            files[name] = "ok"
         model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
         raised = None
         try:

@@ -38,15 +38,13 @@ def plot_curves(
         ks = sorted(curve)
         ax.errorbar(ks, [curve[k].mean for k in ks], yerr=[curve[k].ci95 for k in ks],
                     marker="o", capsize=3, label=label)
+    xs = sorted({k for c in curves.values() for k in c})
     if logx:
         ax.set_xscale("log")
-        ks = sorted({k for c in curves.values() for k in c})
-        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xticks(xs, [str(k) for k in xs])
         ax.minorticks_off()
-    else:
-        xs = sorted({k for c in curves.values() for k in c})
-        if all(float(x).is_integer() for x in xs) and len(xs) <= 12:
-            ax.set_xticks(xs, [str(int(x)) for x in xs])
+    elif all(float(x).is_integer() for x in xs) and len(xs) <= 12:
+        ax.set_xticks(xs, [str(int(x)) for x in xs])
     ax.set(xlabel=xlabel, ylabel=ylabel)
     if title:
         ax.set_title(title)

@@ -299,3 +299,13 @@ def evaluate(
     loss = (loss_fn or F.cross_entropy)(logits, y).item()
     acc = (logits.argmax(1) == y).float().mean().item()
     return {"loss": loss, "accuracy": acc, "n": int(y.shape[0])}
+
+
+def _fit_steps(model, loader, steps: int, optimizer, device=None) -> None:
+    """Train for about ``steps`` optimizer steps: whole epochs, at least one, no progress bar.
+
+    The experiments count training in steps, so that a 1-shot and a 20-shot run get the
+    same number of updates; :func:`fit` counts epochs.
+    """
+    fit(model, loader, epochs=max(1, math.ceil(steps / len(loader))), optimizer=optimizer,
+        device=device, progress=False)

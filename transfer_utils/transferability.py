@@ -23,9 +23,11 @@ from torch import nn
 
 from .analysis import Summary, linear_cka, summarize
 from .data import ArrayDataset, _stratified_folds, make_loader
-from .features import extract_features, extract_layers
+from .features import extract_layers, linear_probe
 from .finetune import source_task_accuracy
+from .models import count_parameters
 from .runtime import get_device
+from .surgery import _BN_TYPES
 from .training import evaluate, predict
 
 __all__ = [
@@ -260,8 +262,6 @@ def transferability(
     >>> sorted(tu.transferability(None, ds))
     ['leep', 'logme', 'probe']
     """
-    from .features import linear_probe
-
     loader = make_loader(dataset, 512)
     if model is None:
         X, y = dataset.x.flatten(1).cpu(), dataset.y.cpu()
@@ -270,9 +270,10 @@ def transferability(
         if not hasattr(model, "body") or not hasattr(model, "head"):
             raise TypeError(f"transferability needs a model with .body and .head (tu.SmallCNN, "
                             f"tu.MLP), got {type(model).__name__}; pass None for raw pixels")
-        X, y = extract_features(model.body, loader, device=device)
-        logits, _ = predict(model, loader, device=device)
-        lp = leep(torch.softmax(logits.double(), 1), y)
+        # one forward pass: the body's features and the model's logits together
+        out, y = extract_layers(model, loader, ["body", ""], device=device)
+        X = out["body"]
+        lp = leep(torch.softmax(out[""].double(), 1), y)
     feats = ArrayDataset(X, y, dataset.classes)
     probe = cross_validate(
         lambda tr, va: linear_probe(tr.x, tr.y, va.x, va.y)["accuracy"], feats,
@@ -346,9 +347,6 @@ def forgetting(
 # --------------------------------------------------------------------------- domain shift
 
 
-_BN = nn.modules.batchnorm._BatchNorm
-
-
 @torch.no_grad()
 def adapt_batchnorm(
     model: nn.Module,
@@ -382,14 +380,14 @@ def adapt_batchnorm(
     >>> bool((adapted.body.block1.bn.running_mean != src.body.block1.bn.running_mean).any())
     True
     """
-    bns = [m for m in model.modules() if isinstance(m, _BN)]
+    bns = [m for m in model.modules() if isinstance(m, _BN_TYPES)]
     if not bns:
         raise ValueError(f"{type(model).__name__} has no BatchNorm layers: nothing to adapt")
     net = model if inplace else copy.deepcopy(model)
     device = get_device(device)
     net.to(device).eval()
-    bns = [m for m in net.modules() if isinstance(m, _BN)]
-    saved = [(m.momentum, m.__dict__.pop("train", None)) for m in bns]
+    bns = [m for m in net.modules() if isinstance(m, _BN_TYPES)]
+    momenta = [m.momentum for m in bns]
     seen = 0
     try:
         for m in bns:
@@ -401,10 +399,8 @@ def adapt_batchnorm(
             net(x.to(device))
             seen += len(x)
     finally:
-        for m, (momentum, train_fn) in zip(bns, saved, strict=True):
+        for m, momentum in zip(bns, momenta, strict=True):
             m.momentum = momentum
-            if train_fn is not None:
-                m.__dict__["train"] = train_fn
             nn.Module.train(m, False)
     if seen == 0:
         raise ValueError("the loader yielded no batches: no target statistics to estimate")
@@ -653,7 +649,7 @@ def cost_table(runs: Mapping[str, Sequence[dict]], batch: torch.Tensor) -> list[
         rows.append({
             "method": label,
             "seconds": summarize([r["seconds"] for r in results]),
-            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "trainable": count_parameters(model, trainable_only=True),
             "train memory (KiB)": (mem["total"] - mem["weights"]) / 1024,
             "activations (KiB)": mem["activations"] / 1024,
         })
