@@ -18,7 +18,7 @@ from .data import ArrayDataset, few_shot, make_loader
 from .models import replace_head
 from .runtime import get_device, seed_everything
 from .surgery import freeze, param_groups, unfreeze
-from .training import _fit_steps, evaluate
+from .training import evaluate, fit
 
 __all__ = ["METHODS", "fresh_copy", "transfer_run", "transfer_curve", "run_variants",
            "summarize_runs"]
@@ -109,13 +109,13 @@ def transfer_run(
     t0 = time.perf_counter()
     if method in ("scratch",):
         opt = torch.optim.Adam(model.parameters(), lr=lr)
-        _fit_steps(model, loader, steps, opt, device)
+        fit(model, loader, steps=steps, optimizer=opt, device=device, progress=False)
     elif method == "finetune":
         opt = torch.optim.Adam(param_groups(model, {"body": body_lr, "head": lr}))
-        _fit_steps(model, loader, steps, opt, device)
+        fit(model, loader, steps=steps, optimizer=opt, device=device, progress=False)
     elif method == "frozen":
         freeze(model, "body")
-        _fit_steps(model, loader, steps, torch.optim.Adam(model.head.parameters(), lr=lr), device)
+        fit(model, loader, steps=steps, optimizer=torch.optim.Adam(model.head.parameters(), lr=lr), device=device, progress=False)
     elif method == "partial":
         names = [n for n, _ in model.body.named_children()]
         if not 0 <= freeze_blocks <= len(names):
@@ -123,17 +123,17 @@ def transfer_run(
         if freeze_blocks:
             freeze(model, *[f"body.{n}" for n in names[:freeze_blocks]])
         opt = torch.optim.Adam(param_groups(model, {"body": body_lr, "head": lr}))
-        _fit_steps(model, loader, steps, opt, device)
+        fit(model, loader, steps=steps, optimizer=opt, device=device, progress=False)
     else:  # lp-ft
         first = steps // 2 if head_steps is None else head_steps
         freeze(model, "body")
         if first > 0:
-            _fit_steps(model, loader, first, torch.optim.Adam(model.head.parameters(), lr=lr),
-                       device)
+            fit(model, loader, steps=first, optimizer=torch.optim.Adam(model.head.parameters(), lr=lr),
+                device=device, progress=False)
         unfreeze(model, "body")
         rest = max(1, steps - first)
         opt = torch.optim.Adam(param_groups(model, {"body": body_lr, "head": lr}))
-        _fit_steps(model, loader, rest, opt, device)
+        fit(model, loader, steps=rest, optimizer=opt, device=device, progress=False)
     seconds = time.perf_counter() - t0
     acc = evaluate(model, make_loader(test, 512), device=device)["accuracy"]
     return {"accuracy": acc, "seconds": seconds, "model": model.eval()}

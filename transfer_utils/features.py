@@ -378,7 +378,7 @@ def train_head(
     >>> float((head(X).argmax(1) == y).float().mean()) > 0.9
     True
     """
-    from .training import _fit_steps
+    from .training import fit
 
     X = torch.as_tensor(_as_numpy(X), dtype=torch.float32)
     y = torch.as_tensor(_as_numpy(y), dtype=torch.int64)
@@ -402,7 +402,7 @@ def train_head(
     head = nn.Sequential(*layers)
     loader = make_loader(ArrayDataset(X, y), min(batch_size, len(y)), shuffle=True, seed=seed)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-    _fit_steps(head, loader, steps, opt, device)
+    fit(head, loader, steps=steps, optimizer=opt, device=device, progress=False)
     return head.eval().cpu()
 
 

@@ -1,29 +1,35 @@
-"""The training loop every chapter uses: fit, evaluate, predict, and the History they return."""
+"""The one training loop: fit, evaluate, predict, and the History they return (chapter 3)."""
 
 from __future__ import annotations
 
 import copy
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .runtime import get_device, progress_enabled
+from . import _validate as V
+from .runtime import get_device, progress_enabled, seed_everything
 
-__all__ = ["History", "fit", "evaluate", "predict", "train_loop"]
+__all__ = ["History", "TrainingInterrupted", "fit", "evaluate", "predict", "train_loop"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-# compute_loss(model, x, y) -> (loss, logits); lets distillation reuse the same loop.
-LossStep = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# compute_loss(model, x, y) -> (loss, logits); lets distillation and multi-task training
+# reuse the same loop.
+LossStep = Callable[[nn.Module, object, object], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
 class History:
-    """Per-epoch record of a training run (validation entries only with a validation loader)."""
+    """Per-epoch record of a training run (validation entries only with a validation loader).
+
+    ``steps`` counts optimizer updates; ``interrupted`` is True when the run was
+    stopped with Ctrl-C (see :class:`TrainingInterrupted`).
+    """
 
     train_loss: list[float] = field(default_factory=list)
     train_acc: list[float] = field(default_factory=list)
@@ -32,6 +38,8 @@ class History:
     epoch_time: list[float] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+    steps: int = 0
+    interrupted: bool = False
 
     @property
     def epochs(self) -> int:
@@ -43,11 +51,24 @@ class History:
     def __repr__(self) -> str:
         if not self.epochs:
             return "History(empty)"
-        s = f"History({self.epochs} epochs, train_loss {self.train_loss[-1]:.4f}"
-        s += f", train_acc {self.train_acc[-1]:.3f}"
+        s = f"History({self.epochs} epochs, {self.steps} steps, "
+        s += f"train_loss {self.train_loss[-1]:.4f}, train_acc {self.train_acc[-1]:.3f}"
         if self.val_acc:
             s += f", val_acc {self.val_acc[-1]:.3f}, best epoch {self.best_epoch}"
-        return s + ")"
+        return s + (", interrupted" if self.interrupted else "") + ")"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`fit`: the run stopped, and nothing learnt so far is lost.
+
+    ``history`` holds the epochs finished before the interruption. When the run
+    tracked a best validation epoch, the model already holds that epoch's weights.
+    In a notebook the exception is ``sys.last_value`` after the cell stops.
+    """
+
+    def __init__(self, message: str, history: History):
+        super().__init__(message)
+        self.history = history
 
 
 def _ce_step(loss_fn: Callable) -> LossStep:
@@ -59,74 +80,190 @@ def _ce_step(loss_fn: Callable) -> LossStep:
 
 
 def _check_loader(loader: Iterable, what: str) -> None:
-    if loader is None or not hasattr(loader, "__iter__"):
+    if loader is None or isinstance(loader, (str, bytes, torch.Tensor)) or not hasattr(
+        loader, "__iter__"
+    ):
+        hint = (" (a dataset is indexed, not batched: wrap it with tu.make_loader(dataset) or "
+                "torch.utils.data.DataLoader(dataset, batch_size=64))"
+                if isinstance(loader, torch.utils.data.Dataset) else "")
         raise TypeError(
             f"{what} must be an iterable of (inputs, targets) batches such as "
-            f"tu.make_loader(dataset) or a DataLoader, got {type(loader).__name__}"
+            f"tu.make_loader(dataset) or a DataLoader, got {type(loader).__name__}{hint}"
+        )
+    if isinstance(loader, torch.utils.data.Dataset) and not isinstance(
+        loader, torch.utils.data.IterableDataset
+    ):
+        raise TypeError(
+            f"{what} is a dataset ({type(loader).__name__}), not a loader of batches: wrap it "
+            "with tu.make_loader(dataset, batch_size=64) or torch.utils.data.DataLoader"
         )
     try:
-        if len(loader) == 0:  # type: ignore[arg-type]
-            raise ValueError(f"{what} is empty: it yields no batches (is the dataset empty?)")
+        n = len(loader)  # type: ignore[arg-type]
     except TypeError:
-        pass
+        return
+    if n == 0:
+        raise ValueError(f"{what} is empty: it yields no batches (is the dataset empty?)")
 
 
-def _bar(total: int, desc: str, enabled: bool):
+def _split_batch(batch, what: str) -> Batch:
+    """A batch as ``(x, y)``, or a ``TypeError`` that says what a batch must be."""
+    if isinstance(batch, dict):
+        raise TypeError(
+            f"{what} yielded a dict batch with keys {sorted(map(str, batch))[:6]}; tu's loops "
+            "expect (inputs, labels) pairs: make the dataset return (x, y) or convert in a "
+            "collate_fn"
+        )
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        got = (f"a {type(batch).__name__} of {len(batch)} items"
+               if isinstance(batch, (tuple, list)) else f"a {type(batch).__name__}")
+        raise TypeError(
+            f"{what} yielded {got}; tu's loops expect (inputs, labels) pairs: drop the extra "
+            "items (e.g. a dataset returning (x, y, index) -> (x, y)) or add labels"
+        )
+    x, y = batch
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError(
+            f"{what} yielded ({type(x).__name__}, {type(y).__name__}); inputs and labels must "
+            "be tensors: add transforms.ToTensor() to an image dataset, or torch.as_tensor"
+        )
+    return x, y
+
+
+def _class_labels(y: torch.Tensor, n_out: int | None, what: str) -> torch.Tensor:
+    """Integer class labels as int64, checked against the model's ``n_out`` outputs.
+
+    Rule: any integer dtype is converted to int64 (lossless); float or bool labels
+    are refused, since a silent rounding would hide a wrong dataset.
+    """
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(
+            f"{what}: labels must be integer class ids, got dtype {str(y.dtype).replace('torch.', '')}"
+            "; if they are whole numbers convert them with y.long() (for soft or regression "
+            "targets pass your own loss_fn)"
+        )
+    if y.dtype != torch.int64:
+        y = y.long()
+    if y.ndim != 1:
+        raise ValueError(
+            f"{what}: labels must be 1-D (one class id per example), got shape "
+            f"{V.shape_str(y.shape)}; for one-hot labels use y.argmax(1)"
+        )
+    if y.numel():
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or (n_out is not None and hi >= n_out):
+            bad = lo if lo < 0 else hi
+            size = f"the model's {n_out} outputs" if n_out is not None else "its outputs"
+            raise ValueError(
+                f"{what}: label {bad} is outside [0, {n_out}) for {size}; relabel the data to "
+                "0..K-1 or give the model a head with more outputs (tu.replace_head)"
+            )
+    return y
+
+
+def _bar(total: int | None, desc: str, enabled: bool):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False)
+    return tqdm(total=total, desc=desc, leave=False, unit="batch")
+
+
+def _grads_finite(optimizer: torch.optim.Optimizer) -> bool:
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if not grads:
+        return True
+    norms = torch._foreach_norm(grads)
+    return bool(torch.isfinite(torch.stack([n.float() for n in norms])).all())
+
+
+def _batches(loader: Iterable, what: str, epoch: int) -> Iterator:
+    empty = True
+    for batch in loader:
+        empty = False
+        yield batch
+    if empty:
+        raise ValueError(
+            f"{what} yielded no batch in epoch {epoch}: an exhausted generator or iterator can "
+            "be read only once, and an empty dataset has nothing to give; pass a DataLoader, "
+            "tu.make_loader(...) or a list of batches"
+        )
 
 
 def train_loop(
     model: nn.Module,
-    train_loader: Iterable[Batch],
+    train_loader: Iterable,
     compute_loss: LossStep,
     *,
-    epochs: int,
     optimizer: torch.optim.Optimizer,
+    epochs: int | None = None,
+    steps: int | None = None,
     val_loader: Iterable[Batch] | None = None,
     scheduler=None,
     penalty: Callable[[nn.Module], torch.Tensor] | None = None,
     early_stopping: int | None = None,
     restore_best: bool = True,
+    seed: int | None = None,
     device: torch.device | str | None = None,
     progress: bool | None = None,
     on_epoch_end: Callable[[int, nn.Module, History], None] | None = None,
+    class_labels: bool = True,
     desc: str = "fit",
 ) -> History:
-    """The loop behind :func:`fit` and :func:`transfer_utils.distill`, for a custom loss.
+    """The loop behind :func:`fit`, distillation and multi-task training, for a custom loss.
 
     ``compute_loss(model, x, y)`` returns ``(loss, logits)``; the logits give the
-    training accuracy. See :func:`fit` for the other arguments.
+    training accuracy. With ``class_labels`` each batch must be an ``(x, y)`` pair
+    of tensors with integer labels inside the model's outputs (checked once per
+    batch); without it the batch is passed to ``compute_loss`` as it comes. See
+    :func:`fit` for the other arguments.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    kind, length = V.epochs_or_steps(epochs, steps, desc)
     if early_stopping is not None:
         if val_loader is None:
             raise ValueError("early_stopping needs a val_loader to watch; pass val_loader=...")
-        if early_stopping < 1:
-            raise ValueError(f"early_stopping is a patience in epochs (>= 1), got {early_stopping}")
+        V.positive_int(early_stopping, "early_stopping (a patience in epochs)", desc)
     _check_loader(train_loader, "train_loader")
     if val_loader is not None:
         _check_loader(val_loader, "val_loader")
+    if seed is not None:
+        seed_everything(V.seed_value(seed, desc))
     device = get_device(device)
     model.to(device)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if not any(p.requires_grad for p in params):
+        raise ValueError("the optimizer holds no trainable parameter: unfreeze something first")
+    try:
+        per_epoch = len(train_loader)  # type: ignore[arg-type]
+    except TypeError:
+        per_epoch = None
+    if kind == "epochs":
+        max_epochs, max_steps = length, None
+        total = length * per_epoch if per_epoch else None
+    else:
+        max_epochs, max_steps = (math.ceil(length / per_epoch) if per_epoch else None), length
+        total = length
     history = History()
     best_loss, best_state, waited = math.inf, None, 0
-    show = progress_enabled(progress)
-    bar = _bar(epochs, desc, show)
+    bar = _bar(total, desc, progress_enabled(progress))
+    epoch, b = 0, 0
     try:
-        for epoch in range(1, epochs + 1):
+        while max_epochs is None or epoch < max_epochs:
+            epoch += 1
             t0 = time.perf_counter()
             model.train()
             total_loss = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
-            seen = 0
-            for b, (x, y) in enumerate(train_loader, start=1):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            seen = counted = 0
+            for b, batch in enumerate(_batches(train_loader, "train_loader", epoch), start=1):
+                if class_labels:
+                    x, y = _split_batch(batch, "train_loader")
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    y = _class_labels(y, None, "train_loader")
+                else:
+                    x, y = batch
                 loss, logits = compute_loss(model, x, y)
+                if class_labels and logits.dim() == 2 and y.numel():
+                    _class_labels(y, logits.shape[1], "train_loader")
                 if penalty is not None:
                     loss = loss + penalty(model)
                 if not torch.isfinite(loss):
@@ -136,16 +273,33 @@ def train_loop(
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if not _grads_finite(optimizer):
+                    raise FloatingPointError(
+                        f"non-finite gradient at epoch {epoch}, batch {b} although the loss "
+                        f"({loss.item():.4g}) is finite; the step was not taken, so the weights "
+                        "are still finite: lower the learning rate, clip gradients, or check "
+                        "for operations such as sqrt(0) or log(0) in the model"
+                    )
                 optimizer.step()
-                n = y.shape[0]
-                total_loss += loss.detach() * n
-                if logits.dim() == 2 and y.dim() == 1:
-                    correct += (logits.detach().argmax(1) == y).sum()
-                seen += n
+                history.steps += 1
+                if isinstance(y, torch.Tensor) and y.ndim >= 1:
+                    n = y.shape[0]
+                    total_loss += loss.detach() * n
+                    if logits.dim() == 2 and y.dim() == 1:
+                        correct += (logits.detach().argmax(1) == y).sum()
+                        counted += n
+                    seen += n
+                else:  # structured batches (multi-task): average the loss per batch
+                    total_loss += loss.detach()
+                    seen += 1
+                if bar is not None:
+                    bar.update(1)
+                if max_steps is not None and history.steps >= max_steps:
+                    break
             if scheduler is not None:
                 scheduler.step()
             history.train_loss.append(total_loss.item() / seen)
-            history.train_acc.append(correct.item() / seen)
+            history.train_acc.append(correct.item() / counted if counted else float("nan"))
             if val_loader is not None:
                 metrics = evaluate(model, val_loader, device=device)
                 history.val_loss.append(metrics["loss"])
@@ -160,14 +314,26 @@ def train_loop(
             if on_epoch_end is not None:
                 on_epoch_end(epoch, model, history)
             if bar is not None:
-                post = {"loss": f"{history.train_loss[-1]:.3f}"}
+                post = {"epoch": epoch, "loss": f"{history.train_loss[-1]:.3f}"}
                 if history.val_acc:
                     post["val_acc"] = f"{history.val_acc[-1]:.3f}"
                 bar.set_postfix(post)
-                bar.update(1)
+            if max_steps is not None and history.steps >= max_steps:
+                break
             if early_stopping is not None and waited >= early_stopping:
                 history.stopped_early = True
                 break
+    except KeyboardInterrupt as err:
+        history.interrupted = True
+        kept = ""
+        if restore_best and best_state is not None:
+            model.load_state_dict(best_state)
+            kept = f" The model holds the weights of the best epoch so far ({history.best_epoch})."
+        raise TrainingInterrupted(
+            f"training interrupted in epoch {epoch}, batch {b}, after {history.epochs} full "
+            f"epochs.{kept} The history so far is the exception's .history (in a notebook: "
+            "sys.last_value.history).", history,
+        ) from err
     finally:
         if bar is not None:
             bar.close()
@@ -180,7 +346,8 @@ def fit(
     model: nn.Module,
     train_loader: Iterable[Batch],
     *,
-    epochs: int,
+    epochs: int | None = None,
+    steps: int | None = None,
     val_loader: Iterable[Batch] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     lr: float = 1e-3,
@@ -190,24 +357,32 @@ def fit(
     penalty: Callable[[nn.Module], torch.Tensor] | None = None,
     early_stopping: int | None = None,
     restore_best: bool = True,
+    seed: int | None = None,
     device: torch.device | str | None = None,
     progress: bool | None = None,
     on_epoch_end: Callable[[int, nn.Module, History], None] | None = None,
 ) -> History:
-    """Train ``model`` for ``epochs`` epochs and return its :class:`History`.
+    """Train ``model`` for ``epochs`` passes or ``steps`` updates and return its :class:`History`.
 
     Reads top to bottom like a hand-written loop: for each batch, move it to the
     device, compute the loss, step the optimizer; after each epoch, optionally
-    evaluate on ``val_loader``. A non-finite loss stops training with an error that
-    names the epoch and batch.
+    evaluate on ``val_loader``. Each batch is checked once: an ``(x, y)`` pair of
+    tensors, integer labels inside the model's outputs (other integer dtypes
+    become int64; float labels are refused unless you pass a ``loss_fn``). A
+    non-finite loss, or a non-finite gradient, stops training with an error that
+    names the epoch and batch, before the weights are touched. Ctrl-C stops it
+    with :class:`TrainingInterrupted`, which carries the history so far.
 
     Parameters
     ----------
     model : nn.Module
         Moved to ``device``.
     train_loader : iterable of (x, y)
-        For example ``tu.make_loader(ds, shuffle=True)``.
-    epochs : int
+        For example ``tu.make_loader(ds, shuffle=True)`` or a ``DataLoader``.
+    epochs, steps : int
+        How long to train: exactly one of them. ``steps`` counts optimizer updates
+        (the last epoch stops part-way), so runs on 10 or 1,000 examples can be
+        given the same budget.
     val_loader : iterable of (x, y), optional
         Evaluated after every epoch (fills ``val_loss``/``val_acc``).
     optimizer : torch.optim.Optimizer, optional
@@ -223,10 +398,13 @@ def fit(
         Stop after this many epochs without a lower validation loss.
     restore_best : bool
         With a validation loader, end with the weights of the best epoch.
+    seed : int, optional
+        Seed everything (:func:`transfer_utils.seed_everything`) before training;
+        every trainer in the package takes ``seed=`` the same way.
     device : str or torch.device, optional
         Default :func:`transfer_utils.get_device`.
     progress : bool, optional
-        Show a progress bar (default: on, unless ``TU_PROGRESS=0``).
+        Show a progress bar that moves per batch (default: on, unless ``TU_PROGRESS=0``).
     on_epoch_end : callable, optional
         ``on_epoch_end(epoch, model, history)`` after each epoch.
 
@@ -236,19 +414,26 @@ def fit(
     >>> ds = tu.load_digits()
     >>> net = tu.SmallCNN(num_classes=10)
     >>> hist = tu.fit(net, tu.make_loader(ds, shuffle=True), epochs=1, progress=False)
-    >>> len(hist.train_loss)
-    1
+    >>> len(hist.train_loss), hist.steps
+    (1, 29)
+    >>> tu.fit(net, tu.make_loader(ds, shuffle=True), steps=5, progress=False).steps
+    5
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if optimizer is None:
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters: unfreeze something first")
-        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        V.nonneg(weight_decay, "weight_decay", "fit")
+        optimizer = torch.optim.Adam(params, lr=V.positive(lr, "lr", "fit"),
+                                     weight_decay=weight_decay)
     step = _ce_step(loss_fn or F.cross_entropy)
     return train_loop(
-        model, train_loader, step, epochs=epochs, optimizer=optimizer, val_loader=val_loader,
-        scheduler=scheduler, penalty=penalty, early_stopping=early_stopping,
-        restore_best=restore_best, device=device, progress=progress, on_epoch_end=on_epoch_end,
+        model, train_loader, step, epochs=epochs, steps=steps, optimizer=optimizer,
+        val_loader=val_loader, scheduler=scheduler, penalty=penalty,
+        early_stopping=early_stopping, restore_best=restore_best, seed=seed, device=device,
+        progress=progress, on_epoch_end=on_epoch_end, class_labels=loss_fn is None,
     )
 
 
@@ -259,14 +444,27 @@ def predict(
     """Logits and targets for every batch of ``loader``, on the CPU, in eval mode.
 
     The model's previous train/eval mode is restored afterwards.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> logits, y = tu.predict(tu.SmallCNN(), tu.make_loader(tu.load_digits(), 512))
+    >>> tuple(logits.shape), tuple(y.shape)
+    ((1797, 10), (1797,))
     """
+    if isinstance(loader, (str, bytes)) or hasattr(loader, "__fspath__"):
+        raise TypeError(
+            f"predict takes a loader of (x, y) batches, got the path {str(loader)!r}; for one "
+            "image file, load it as a tensor [1, C, H, W] and call model(x)"
+        )
     _check_loader(loader, "loader")
     device = get_device(device)
     was_training = model.training
     model.to(device).eval()
     outs, ys = [], []
     try:
-        for x, y in loader:
+        for batch in _batches(loader, "loader", 1):
+            x, y = _split_batch(batch, "loader")
             outs.append(model(x.to(device)).float().cpu())
             ys.append(y.cpu())
     finally:
@@ -283,6 +481,9 @@ def evaluate(
 ) -> dict:
     """Mean loss and accuracy of ``model`` over ``loader``.
 
+    Non-finite outputs are an error (a model with NaN weights has no accuracy),
+    and so are labels outside the model's outputs.
+
     Returns
     -------
     dict
@@ -296,16 +497,15 @@ def evaluate(
     ['accuracy', 'loss', 'n']
     """
     logits, y = predict(model, loader, device=device)
+    if not torch.isfinite(logits).all():
+        bad = int((~torch.isfinite(logits)).any(1).sum())
+        raise FloatingPointError(
+            f"evaluate: the model gave non-finite outputs (NaN or inf) for {bad} of {len(y)} "
+            "examples; its weights or the inputs hold NaN/inf (check for a diverged training "
+            "run, or inputs with NaN)"
+        )
+    if loss_fn is None:
+        y = _class_labels(y, logits.shape[1] if logits.dim() == 2 else None, "evaluate")
     loss = (loss_fn or F.cross_entropy)(logits, y).item()
     acc = (logits.argmax(1) == y).float().mean().item()
     return {"loss": loss, "accuracy": acc, "n": int(y.shape[0])}
-
-
-def _fit_steps(model, loader, steps: int, optimizer, device=None) -> None:
-    """Train for about ``steps`` optimizer steps: whole epochs, at least one, no progress bar.
-
-    The experiments count training in steps, so that a 1-shot and a 20-shot run get the
-    same number of updates; :func:`fit` counts epochs.
-    """
-    fit(model, loader, epochs=max(1, math.ceil(steps / len(loader))), optimizer=optimizer,
-        device=device, progress=False)

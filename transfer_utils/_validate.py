@@ -1,0 +1,144 @@
+"""Argument checks shared by every module: one definition per rule, one message style.
+
+Private: the public functions call these so that a bad argument gets the same
+clear message everywhere ("fn: what must be ..., got ...; do this instead").
+Nothing here is re-exported as ``tu.NAME``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+
+__all__: list[str] = []
+
+
+def _where(fn: str | None) -> str:
+    return f"{fn}: " if fn else ""
+
+
+def is_int(value) -> bool:
+    """True for Python and NumPy integers (and 0-d integer tensors), never for bools."""
+    if isinstance(value, torch.Tensor):
+        return value.ndim == 0 and not value.is_floating_point() and value.dtype != torch.bool
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def positive_int(value, name: str, fn: str | None = None) -> int:
+    """``value`` as an ``int >= 1``, or a ``ValueError`` that names it."""
+    if not is_int(value) or int(value) < 1:
+        raise ValueError(f"{_where(fn)}{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def nonneg_int(value, name: str, fn: str | None = None) -> int:
+    """``value`` as an ``int >= 0``, or a ``ValueError`` that names it."""
+    if not is_int(value) or int(value) < 0:
+        raise ValueError(f"{_where(fn)}{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def seed_value(value, fn: str | None = None) -> int:
+    """A seed: an ``int >= 0``."""
+    if not is_int(value) or int(value) < 0:
+        raise ValueError(f"{_where(fn)}seed must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def number(
+    value,
+    name: str,
+    fn: str | None = None,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """``value`` as a finite ``float`` within the bounds given (closed unless ``*_open``)."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and value.is_floating_point():
+        value, ok = float(value), True
+    if ok:
+        v = float(value)
+        ok = math.isfinite(v)
+        if ok and low is not None:
+            ok = v > low if low_open else v >= low
+        if ok and high is not None:
+            ok = v < high if high_open else v <= high
+    if not ok:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+        bounds = " and ".join(b for b in (lo, hi) if b)
+        want = f"a finite number {bounds}".rstrip() if bounds else "a finite number"
+        raise ValueError(f"{_where(fn)}{name} must be {want}, got {value!r}")
+    return float(value)
+
+
+def positive(value, name: str, fn: str | None = None) -> float:
+    """A finite number ``> 0`` (a learning rate, a temperature, a timeout)."""
+    return number(value, name, fn, low=0.0, low_open=True)
+
+
+def nonneg(value, name: str, fn: str | None = None) -> float:
+    """A finite number ``>= 0`` (a penalty weight, a noise level)."""
+    return number(value, name, fn, low=0.0)
+
+
+def probability(value, name: str, fn: str | None = None) -> float:
+    """A number in ``[0, 1]``."""
+    return number(value, name, fn, low=0.0, high=1.0)
+
+
+def one_of(value, name: str, options: Iterable, fn: str | None = None):
+    """``value`` if it is one of ``options``, else a ``ValueError`` listing them."""
+    options = list(options)
+    try:
+        found = value in options
+    except TypeError:  # unhashable or incomparable values are simply not among the options
+        found = False
+    if not found:
+        shown = ", ".join(repr(o) for o in options)
+        raise ValueError(f"{_where(fn)}{name} must be one of {shown}; got {value!r}")
+    return value
+
+
+def int_list(value, name: str, fn: str | None = None, *, nonempty: bool = True,
+             example: str = "[0, 1, 2]") -> list[int]:
+    """A list of integers from any iterable of them; a bare int or string is refused."""
+    if isinstance(value, (str, bytes)) or is_int(value) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"{_where(fn)}{name} must be a list of integers such as {example}, got {value!r}"
+        )
+    out = list(value)
+    bad = [v for v in out if not is_int(v)]
+    if bad:
+        raise TypeError(f"{_where(fn)}{name} must hold integers, got {bad[0]!r}")
+    if nonempty and not out:
+        raise ValueError(f"{_where(fn)}{name} is empty; give at least one, e.g. {example}")
+    return [int(v) for v in out]
+
+
+def epochs_or_steps(epochs, steps, fn: str | None = None) -> tuple[str, int]:
+    """The length of a training run: exactly one of ``epochs=`` and ``steps=``.
+
+    Returns ``("epochs", n)`` or ``("steps", n)``. Every trainer in the package
+    takes its length this way (DESIGN §4a).
+    """
+    if (epochs is None) == (steps is None):
+        raise TypeError(
+            f"{_where(fn)}give exactly one of epochs= (passes over the data) or steps= "
+            f"(optimizer updates), got epochs={epochs!r} and steps={steps!r}"
+        )
+    if epochs is not None:
+        return "epochs", positive_int(epochs, "epochs", fn)
+    return "steps", positive_int(steps, "steps", fn)
+
+
+def shape_str(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(int(s)) for s in shape) + "]"
