@@ -73,11 +73,14 @@ def test_summarize():
 
 
 def test_run_seeds_seeds_each_run_and_learning_curve():
-    s = tu.run_seeds(lambda seed: torch.rand(()).item(), seeds=[0, 0, 1])
-    assert s.values[0] == s.values[1] != s.values[2]
+    a = tu.run_seeds(lambda seed: torch.rand(()).item(), seeds=[0, 1])
+    b = tu.run_seeds(lambda seed: torch.rand(()).item(), seeds=[0, 2])
+    assert a.values[0] == b.values[0] and a.values[1] != b.values[1]
+    with pytest.raises(ValueError, match="must not repeat"):
+        tu.run_seeds(lambda s: 0.0, seeds=[0, 0, 1])
     curve = tu.learning_curve(lambda k, seed: k + seed, ks=[1, 5], seeds=[0, 1])
     assert curve[1].values == (1.0, 2.0) and curve[5].mean == 5.5
-    with pytest.raises(ValueError, match="at least one seed"):
+    with pytest.raises(ValueError, match="at least one k and one seed"):
         tu.run_seeds(lambda s: 0.0, seeds=[])
     with pytest.raises(ValueError, match="at least one k"):
         tu.learning_curve(lambda k, s: 0.0, ks=[])
@@ -120,8 +123,13 @@ def test_format_table_aligns_columns_and_formats_cells():
 def test_format_table_errors():
     with pytest.raises(ValueError, match="no rows"):
         tu.format_table([])
-    with pytest.raises(ValueError, match="list of dicts"):
+    with pytest.raises(TypeError, match="each row must be a mapping"):
         tu.format_table({"a": 1})
+    with pytest.raises(ValueError, match="spread must be"):
+        tu.format_table([{"a": 1}], spread="sem")
+    two = [{"a": tu.summarize([0.4, 0.6])}]  # std 0.141; 95% half-width 12.706 * 0.1 = 1.271
+    assert "0.500 ± 0.141" in tu.format_table(two)
+    assert "0.500 ± 1.271" in tu.format_table(two, spread="ci95")
     with pytest.raises(TypeError, match="each row must be a dict"):
         tu.format_table([{"a": 1}, 2])
 

@@ -189,9 +189,9 @@ def test_distill_cached_errors(toy_images):
         tu.distill_cached(tu.MLP(64), tu.make_loader(toy_images), epochs=1)
     with pytest.raises(ValueError, match="batch_size"):
         tu.distill_cached(tu.MLP(64, (8,), 4), soft, epochs=1, batch_size=0)
-    with pytest.raises(ValueError, match="temperature must be positive"):
+    with pytest.raises(ValueError, match="temperature must be a positive number"):
         tu.distill_cached(tu.MLP(64, (8,), 4), soft, epochs=1, temperature=0)
-    with pytest.raises(ValueError, match="alpha must be in"):
+    with pytest.raises(ValueError, match="alpha must be a number in"):
         tu.distill_cached(tu.MLP(64, (8,), 4), soft, epochs=1, alpha=2)
     with pytest.raises(ValueError, match="epochs"):
         tu.distill_cached(tu.MLP(64, (8,), 4), soft, epochs=0)

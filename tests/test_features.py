@@ -67,5 +67,9 @@ def test_probe_errors():
         tu.knn_probe(X, y, X[:, :4], y)
     with pytest.raises(ValueError, match="two classes"):
         tu.linear_probe(X, torch.zeros_like(y), X, y)
-    with pytest.raises(ValueError, match="k must be between 1"):
-        tu.knn_probe(X, y, X, y, k=0)
+    with pytest.raises(ValueError, match="n_neighbors must be a positive integer, got 0"):
+        tu.knn_probe(X, y, X, y, n_neighbors=0)
+    with pytest.raises(ValueError, match="between 1 and the"):
+        tu.knn_probe(X, y, X, y, n_neighbors=len(X) + 1)
+    with pytest.warns(DeprecationWarning, match="use n_neighbors="):
+        assert tu.knn_probe(X, y, X, y, k=1)["accuracy"] == 1.0

@@ -111,7 +111,7 @@ def test_train_head_linear_and_mlp():
     # same seed, same head
     a, b = tu.train_head(X, y, steps=20, seed=3), tu.train_head(X, y, steps=20, seed=3)
     assert torch.equal(a[-1].weight, b[-1].weight)
-    with pytest.raises(ValueError, match="steps must be positive"):
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
         tu.train_head(X, y, steps=0)
     with pytest.raises(ValueError, match=r"X \[n, d\] and y \[n\]"):
         tu.train_head(X[:, None], y)
@@ -187,7 +187,7 @@ def test_cache_features_load_or_compute_and_stale(tmp_path, toy_images):
         net.body.block1.bn.running_mean += 0.5
     assert not tu.cache_features(net.body, other_data, path=path, layer="block1").loaded
     assert not tu.cache_features(net.body, toy_images).loaded  # no path: compute only
-    with pytest.raises(TypeError, match="needs an ArrayDataset"):
+    with pytest.raises(TypeError, match="needs a dataset"):
         tu.cache_features(net.body, tu.make_loader(toy_images), path=path)
 
 
@@ -213,7 +213,7 @@ def test_probe_curve_same_examples_and_seed_passing(toy_images):
     assert set(secs) == {"spy", "plain"} and all(s >= 0 for s in secs.values())
     with pytest.raises(ValueError, match="at least one probe"):
         tu.probe_curve(cache, cache, {}, ks=(1,))
-    with pytest.raises(ValueError, match="non-empty"):
+    with pytest.raises(ValueError, match="at least one k and one seed"):
         tu.probe_curve(cache, cache, {"spy": spy}, ks=())
     with pytest.raises(TypeError, match="FeatureCache"):
         tu.probe_curve(toy_images, cache, {"spy": spy}, ks=(1,))
@@ -228,7 +228,7 @@ def test_layerwise_probe_orders_layers_and_finds_signal(toy_images):
     assert res["input"].mean > 0.9  # quadrant classes are linearly separable in pixels
     full = tu.layerwise_probe(net, train, test, ["input"], probe=tu.ncm_probe)
     assert full["input"].n == 1
-    with pytest.raises(ValueError, match="seeds"):
+    with pytest.raises(ValueError, match="one seed"):
         tu.layerwise_probe(net, train, test, ["input"], seeds=())
 
 

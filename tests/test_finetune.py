@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import transfer_utils as tu
-from transfer_utils.data import _stratified_folds
+from transfer_utils.data import _stratified_folds  # noqa: F401
 from transfer_utils.finetune import _choose_epoch
 
 
@@ -31,7 +31,7 @@ def _copy_with_head(src, k=10):
 def test_l2sp_is_zero_at_the_source_and_exact_after_a_move():
     src = tu.SmallCNN(num_classes=10)
     net = _copy_with_head(src)
-    pen = tu.l2sp_penalty(net, src, alpha=0.5)
+    pen = tu.l2sp_penalty(src, net, alpha=0.5)
     assert pen(net).item() == 0.0
     with torch.no_grad():
         net.body.block1.conv.weight.add_(0.1)
@@ -43,7 +43,7 @@ def test_l2sp_is_zero_at_the_source_and_exact_after_a_move():
 def test_l2sp_excludes_the_head_even_when_shapes_match_and_decays_it_with_beta():
     src = tu.SmallCNN(num_classes=10)
     net = _copy_with_head(src, 10)  # same shape as the source head
-    pen = tu.l2sp_penalty(net, src, alpha=1.0, beta=2.0)
+    pen = tu.l2sp_penalty(src, net, alpha=1.0, beta=2.0)
     assert not any(n.startswith("head") for n in pen.anchors)
     assert set(pen.new) == {"head.weight", "head.bias"}
     expected = sum(p.pow(2).sum() for p in net.head.parameters()).item()  # beta/2 * ||w||^2
@@ -56,7 +56,7 @@ def test_l2sp_gradient_pulls_towards_the_anchor():
     net = _copy_with_head(src, 3)
     with torch.no_grad():
         net.body.block2.conv.bias.add_(1.0)
-    tu.l2sp_penalty(net, src, alpha=0.3)(net).backward()
+    tu.l2sp_penalty(src, net, alpha=0.3)(net).backward()
     assert torch.allclose(net.body.block2.conv.bias.grad, torch.full_like(net.body.block2.conv.bias, 0.3))
     assert net.body.block1.conv.weight.grad.abs().max() == 0
 
@@ -64,7 +64,7 @@ def test_l2sp_gradient_pulls_towards_the_anchor():
 def test_l2sp_anchor_is_a_copy_of_the_source():
     src = tu.SmallCNN()
     net = _copy_with_head(src)
-    pen = tu.l2sp_penalty(net, src.state_dict(), alpha=1.0)
+    pen = tu.l2sp_penalty(src.state_dict(), net, alpha=1.0)
     with torch.no_grad():
         src.body.block1.conv.weight.add_(5.0)
     assert pen(net).item() == 0.0
@@ -77,11 +77,11 @@ def test_l2sp_errors():
     with pytest.raises(ValueError, match="beta must be a non-negative"):
         tu.l2sp_penalty(src, src, alpha=1, beta=-0.1)
     with pytest.raises(TypeError, match="source_state must be"):
-        tu.l2sp_penalty(src, [1, 2], alpha=1)
+        tu.l2sp_penalty([1, 2], src, alpha=1)
     with pytest.raises(TypeError, match="model must be an nn.Module"):
-        tu.l2sp_penalty("net", src, alpha=1)
+        tu.l2sp_penalty(src, "net", alpha=1)
     with pytest.raises(ValueError, match="anchored nothing"):
-        tu.l2sp_penalty(tu.MLP(64, hidden=(8,)), src, alpha=1)
+        tu.l2sp_penalty(src, tu.MLP(64, hidden=(8,)), alpha=1)
     pen = tu.l2sp_penalty(src, src, alpha=1)
     with pytest.raises(ValueError, match="build the penalty from the model you train"):
         pen(tu.MLP(64, hidden=(8,)))
@@ -94,10 +94,10 @@ def test_l2sp_keeps_the_body_closer_in_fit(toy_images):
     for alpha in (0.0, 10.0):
         torch.manual_seed(0)
         net = _copy_with_head(src, 4)
-        pen = tu.l2sp_penalty(net, src, alpha=alpha)
+        pen = tu.l2sp_penalty(src, net, alpha=alpha)
         tu.fit(net, tu.make_loader(toy_images, 50, shuffle=True), epochs=3, lr=1e-2, penalty=pen,
                progress=False)
-        moved[alpha] = tu.relative_change(net, src)
+        moved[alpha] = tu.relative_change(src, net)
     assert moved[10.0] < 0.5 * moved[0.0]
 
 
@@ -107,14 +107,14 @@ def test_l2sp_keeps_the_body_closer_in_fit(toy_images):
 def test_relative_change_values_and_errors():
     src = tu.SmallCNN()
     net = copy.deepcopy(src)
-    assert tu.relative_change(net, src) == 0.0
+    assert tu.relative_change(src, net) == 0.0
     with torch.no_grad():
         for p in net.body.parameters():
             p.mul_(3.0)
-    assert tu.relative_change(net, src) == pytest.approx(2.0, rel=1e-5)
-    assert tu.relative_change(net, src, prefix="head") == 0.0
-    with pytest.raises(ValueError, match="found no parameter under 'trunk'"):
-        tu.relative_change(net, src, prefix="trunk")
+    assert tu.relative_change(src, net) == pytest.approx(2.0, rel=1e-5)  # the body: all but the head
+    assert tu.relative_change(src, net, prefix="head") == 0.0
+    with pytest.raises(ValueError, match="found no parameter under 'trunk'.*relative_change\\(source, model\\)"):
+        tu.relative_change(src, net, prefix="trunk")
 
 
 def test_results_table_formats_summaries_numbers_and_strings():
@@ -124,7 +124,7 @@ def test_results_table_formats_summaries_numbers_and_strings():
     assert lines[0].split("|")[1].strip() == "k=1" and set(lines[1]) <= {"-", "+"}
     assert "0.600 ± 0.141" in lines[2] and "0.250" in lines[3] and lines[3].endswith("x")
     assert "lr 0.001" in tu.results_table({"r": {1e-3: 1.0}}, column_format="lr {:g}")
-    with pytest.raises(ValueError, match="non-empty mapping"):
+    with pytest.raises(ValueError, match="no rows to format"):
         tu.results_table({})
     with pytest.raises(TypeError, match="each row must be a mapping"):
         tu.results_table({"a": 1})
@@ -185,36 +185,43 @@ def test_gradual_unfreezing_errors():
 # ---------------------------------------------------------------- LP-FT
 
 
-def test_lp_ft_with_zero_body_rate_trains_only_the_head(toy_images):
+def test_lp_ft_fits_the_head_to_convergence_then_a_zero_body_rate_keeps_the_body(toy_images):
     net = tu.SmallCNN(num_classes=4, widths=(8, 8))
     conv = net.body.block1.conv.weight.detach().clone()
     head = net.head.weight.detach().clone()
-    lp, ft = tu.lp_ft(net, tu.make_loader(toy_images, 50, shuffle=True), head_epochs=2, epochs=1,
-                      body_lr=0.0, progress=False)
-    assert (lp.epochs, ft.epochs) == (2, 1)
+    probe, ft = tu.lp_ft(net, tu.make_loader(toy_images, 50, shuffle=True), epochs=1,
+                         body_lr=0.0, head_lr=1e-3, progress=False)
+    assert probe["train_accuracy"] > 0.9 and probe["iterations"] > 0 and ft.epochs == 1
     assert torch.equal(conv, net.body.block1.conv.weight)
     assert not torch.equal(head, net.head.weight)
     assert all(p.requires_grad for p in net.parameters())
 
 
-def test_lp_ft_changes_the_body_in_stage_two(toy_images):
+def test_lp_ft_probe_equals_fit_linear_head_and_stage_two_moves_the_body(toy_images):
+    torch.manual_seed(0)
     net = tu.SmallCNN(num_classes=4, widths=(8, 8))
+    twin = copy.deepcopy(net)
     conv = net.body.block1.conv.weight.detach().clone()
-    lp, ft = tu.lp_ft(net, tu.make_loader(toy_images, 50, shuffle=True), head_epochs=0, epochs=1,
-                      body_lr=1e-2, progress=False)
-    assert lp.epochs == 0 and ft.epochs == 1
-    assert not torch.equal(conv, net.body.block1.conv.weight)
+    data = tu.make_loader(toy_images, 50)
+    probe, ft = tu.lp_ft(net, tu.make_loader(toy_images, 50, shuffle=True), steps=3, lr=1e-2,
+                         probe_data=data, progress=False)
+    assert ft.steps == 3 and not torch.equal(conv, net.body.block1.conv.weight)
+    tu.fit_linear_head(twin, data)
+    assert probe["train_accuracy"] == tu.fit_linear_head(copy.deepcopy(twin), data)[
+        "train_accuracy"]
 
 
 def test_lp_ft_errors(toy_images):
     net = tu.SmallCNN(num_classes=4)
     loader = tu.make_loader(toy_images, 50)
-    with pytest.raises(ValueError, match="head_epochs must be a non-negative"):
-        tu.lp_ft(net, loader, head_epochs=-1, epochs=1)
-    with pytest.raises(TypeError, match="builds its own optimizers"):
-        tu.lp_ft(net, loader, head_epochs=1, epochs=1, optimizer=None)
+    with pytest.raises(TypeError, match="exactly one of epochs="):
+        tu.lp_ft(net, loader)
+    with pytest.raises(TypeError, match="builds its own optimizer"):
+        tu.lp_ft(net, loader, epochs=1, optimizer=None)
+    with pytest.raises(TypeError, match="give both body_lr and head_lr"):
+        tu.lp_ft(net, loader, epochs=1, body_lr=1e-4)
     with pytest.raises(TypeError, match="cannot find the head"):
-        tu.lp_ft(nn.Sequential(nn.Flatten(), nn.Linear(64, 4)), loader, head_epochs=1, epochs=1)
+        tu.lp_ft(nn.Sequential(nn.Flatten(), nn.Linear(64, 4)), loader, epochs=1)
 
 
 # ---------------------------------------------------------------- k-fold epochs
@@ -262,13 +269,15 @@ def test_kfold_epochs_errors(toy_images):
         tu.kfold_epochs(make, ds, max_epochs=1, folds=3)
     with pytest.raises(ValueError, match="folds must be an integer >= 2"):
         tu.kfold_epochs(make, ds, max_epochs=1, folds=1)
+    with pytest.raises(ValueError, match="folds must be a positive integer"):
+        tu.kfold_epochs(make, ds, max_epochs=1, folds=2.0)
     with pytest.raises(ValueError, match="max_epochs must be a positive"):
         tu.kfold_epochs(make, ds, max_epochs=0, folds=2)
     with pytest.raises(ValueError, match="criterion must be"):
         tu.kfold_epochs(make, ds, max_epochs=1, folds=2, criterion="f1")
     with pytest.raises(ValueError, match="rule must be"):
         tu.kfold_epochs(make, ds, max_epochs=1, folds=2, rule="2se")
-    with pytest.raises(TypeError, match="tu.ArrayDataset"):
+    with pytest.raises(TypeError, match="expected a dataset of \\(x, y\\) items, got a list"):
         tu.kfold_epochs(make, [(1, 2)], max_epochs=1, folds=2)
 
 
@@ -281,12 +290,12 @@ def test_source_task_accuracy_puts_the_source_head_back(pair):
     net = _copy_with_head(src, 10)
     head = net.head.weight.detach().clone()
     direct = tu.evaluate(src, tu.make_loader(source_val, 512))["accuracy"]
-    assert tu.source_task_accuracy(net, src, source_val) == pytest.approx(direct)
+    assert tu.source_task_accuracy(src, net, source_val) == pytest.approx(direct)
     assert torch.equal(head, net.head.weight)  # the model itself is not changed
     with pytest.raises(ValueError, match="data has 5 classes"):
-        tu.source_task_accuracy(net, src, tu.class_split(source_val, [0, 1, 2, 3, 4]))
+        tu.source_task_accuracy(src, net, tu.class_split(source_val, [0, 1, 2, 3, 4]))
     with pytest.raises(ValueError, match="source head reads 128 features"):
-        tu.source_task_accuracy(tu.SmallCNN(), src, source_val)
+        tu.source_task_accuracy(src, tu.SmallCNN(), source_val)
 
 
 # ---------------------------------------------------------------- the grid
@@ -299,32 +308,34 @@ def test_transfer_grid_trains_each_configuration_once(pair):
     assert s.n == 2 and len(grid) == 2
     again = grid.accuracy("frozen", 1, val)
     assert again.values == s.values and len(grid) == 2
-    curve = grid.curve("finetune", [1, 2], val, body_lr=1e-4)
+    curve = grid.curve("finetune", [1, 2], val, body_lr=1e-4, head_lr=1e-3)
     assert sorted(curve) == [1, 2] and len(grid) == 6
-    grid.models("finetune", 1, body_lr=1e-3)
+    grid.models("finetune", 1, body_lr=1e-3, head_lr=1e-3)
     assert len(grid) == 8  # a different body_lr is a different run
     assert grid.score(lambda m: 1.0, "frozen", 1).mean == 1.0
     assert "8 trained runs" in repr(grid)
 
 
-def test_transfer_grid_partial_extremes_are_finetune_and_frozen(pair):
-    """Chapter 3 reads n=0 frozen blocks as `finetune` and n=3 as `frozen`."""
+def test_transfer_grid_partial_extremes(pair):
+    """Chapter 3 reads 0 frozen blocks as `finetune`; with every block frozen only the head moves."""
     src, pool, val, _ = pair
     grid = tu.TransferGrid(src, pool, seeds=(0,), steps=4, device="cpu")
-    for n, (method, kw) in {0: ("finetune", {"body_lr": 1e-4}), 3: ("frozen", {})}.items():
-        a = grid.accuracy("partial", 1, val, body_lr=1e-4, freeze_blocks=n)
-        b = grid.accuracy(method, 1, val, **kw)
-        assert a.values == b.values
+    lrs = {"body_lr": 1e-4, "head_lr": 1e-3}
+    a = grid.accuracy("partial", 1, val, freeze_blocks=0, **lrs)
+    assert a.values == grid.accuracy("finetune", 1, val, **lrs).values
+    blocks = tu.body_blocks(src)
+    frozen = grid.model("partial", 1, 0, freeze_blocks=len(blocks), **lrs)
+    assert tu.relative_change(src, frozen) == 0.0
 
 
 def test_transfer_grid_errors(pair):
     src, pool, val, _ = pair
-    with pytest.raises(TypeError, match="train must be a tu.ArrayDataset"):
+    with pytest.raises(TypeError, match="train must be a dataset"):
         tu.TransferGrid(src, [1, 2])
     with pytest.raises(ValueError, match="at least one seed"):
         tu.TransferGrid(src, pool, seeds=())
     grid = tu.TransferGrid(src, pool, seeds=(0,), steps=2)
-    with pytest.raises(TypeError, match="data must be a tu.ArrayDataset"):
+    with pytest.raises(TypeError, match="data must be a dataset"):
         grid.accuracy("frozen", 1, "val")
     with pytest.raises(ValueError, match="at least one k"):
         grid.curve("frozen", [], val)
@@ -380,8 +391,9 @@ def test_headline_transfer_beats_scratch_most_when_labels_are_few(pair):
     src, pool, _, test = pair
     grid = tu.TransferGrid(src, pool, seeds=(0, 1), steps=60, device="cpu")
     acc = {(m, k): grid.accuracy(m, k, test, **kw).mean
-           for m, kw in {"scratch": {}, "finetune": {"body_lr": 1e-4}, "frozen": {},
-                         "lp-ft": {"body_lr": 1e-4}}.items() for k in (1, 20)}
+           for m, kw in {"scratch": {}, "finetune": {"body_lr": 1e-4, "head_lr": 1e-3},
+                         "frozen": {}, "lp-ft": {"body_lr": 1e-4, "head_lr": 1e-3}}.items()
+           for k in (1, 20)}
     for m in ("finetune", "frozen", "lp-ft"):
         assert acc[(m, 1)] > acc[("scratch", 1)] + 0.03, m
     gain = {k: max(acc[(m, k)] for m in ("finetune", "frozen", "lp-ft")) - acc[("scratch", k)]
@@ -395,11 +407,12 @@ def test_headline_too_high_body_rate_loses_the_transfer(pair):
     src, pool, val, _ = pair
     grid = tu.TransferGrid(src, pool, seeds=(0, 1), steps=60, device="cpu")
     scratch = grid.accuracy("scratch", 5, val).mean
-    good = grid.accuracy("finetune", 5, val, body_lr=1e-3).mean
-    high = grid.accuracy("finetune", 5, val, body_lr=3e-2).mean
+    good = grid.accuracy("finetune", 5, val, body_lr=1e-3, head_lr=1e-3).mean
+    high = grid.accuracy("finetune", 5, val, body_lr=3e-2, head_lr=1e-3).mean
     assert good - scratch > 0.02
     assert high - scratch < 0.25 * (good - scratch)
-    moved = [grid.score(lambda m: tu.relative_change(m, src), "finetune", 5, body_lr=lr).mean
+    moved = [grid.score(lambda m: tu.relative_change(src, m), "finetune", 5, body_lr=lr,
+                        head_lr=1e-3).mean
              for lr in (1e-3, 3e-2)]
     assert moved[1] > 3 * moved[0]
 
@@ -422,7 +435,7 @@ def test_headline_batchnorm_drift_in_a_frozen_body(pair):
         after = net.eval().body(test.x[:64]).detach()
         assert torch.equal(conv, net.body.block2.conv.weight)
         out[bn_eval] = ((after - before).norm() / before.norm()).item(), \
-            tu.source_task_accuracy(net, src, source_val)
+            tu.source_task_accuracy(src, net, source_val)
     source_acc = tu.evaluate(src, tu.make_loader(source_val, 512))["accuracy"]
     assert out[True] == (0.0, source_acc)
     assert out[False][0] > 0.05 and out[False][1] < source_acc - 0.05
@@ -440,10 +453,10 @@ def test_headline_l2sp_and_low_body_rate_forget_less(pair):
             tu.seed_everything(seed)
             net = _copy_with_head(src)
             loader = tu.make_loader(tu.few_shot(pool, 5, seed=seed), 32, shuffle=True, seed=seed)
-            pen = tu.l2sp_penalty(net, src, alpha) if alpha else None
+            pen = tu.l2sp_penalty(src, net, alpha) if alpha else None
             tu.fit(net, loader, epochs=40, lr=1e-3, penalty=pen, progress=False, device="cpu")
-            moved.append(tu.relative_change(net, src))
-            kept.append(tu.source_task_accuracy(net, src, source_val))
+            moved.append(tu.relative_change(src, net))
+            kept.append(tu.source_task_accuracy(src, net, source_val))
         res[alpha] = np.mean(moved), np.mean(kept)
     assert res[0.1][0] < res[0.0][0]
     assert res[0.1][1] > res[0.0][1]

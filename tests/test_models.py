@@ -74,7 +74,7 @@ def test_replace_head_resnet_and_sequential_classifier():
 
 
 def test_replace_head_unknown_architecture():
-    with pytest.raises(TypeError, match="does not know where the output layer of Sequential"):
+    with pytest.raises(TypeError, match=r"cannot find the output layer \(head\) of Sequential"):
         tu.replace_head(nn.Sequential(nn.Linear(3, 3)), 2)
     with pytest.raises(ValueError, match="num_classes"):
         tu.replace_head(tu.SmallCNN(), -1)

@@ -52,9 +52,9 @@ def _two_tasks(toy_images):
 
 def test_fit_multitask_learns_both_tasks(toy_images):
     net = tu.MultiTaskNet.from_model(tu.SmallCNN(4, widths=(8, 16)), {"fine": 4, "coarse": 2})
-    hist = tu.fit_multitask(net, _two_tasks(toy_images), steps=60, lr=3e-3, device="cpu")
-    assert len(hist["fine"]) == 60 and len(hist["coarse"]) == 60
-    assert np.mean(hist["fine"][-5:]) < np.mean(hist["fine"][:5])
+    hist = tu.fit_multitask(net, _two_tasks(toy_images), epochs=8, lr=3e-3, device="cpu")
+    assert hist.epochs == 8 and hist.steps == 8 * 7  # 200 examples in batches of 32
+    assert hist.train_loss[-1] < 0.5 * hist.train_loss[0]
     loader = tu.make_loader(toy_images, 256)
     assert tu.evaluate(net.task("fine"), loader)["accuracy"] > 0.9
     assert not net.training
@@ -77,7 +77,7 @@ def test_fit_multitask_with_inputs_of_different_sizes():
     b = tu.ArrayDataset(torch.rand(20, 1, 12, 12), torch.arange(20) % 3)
     net = tu.MultiTaskNet.from_model(tu.SmallCNN(2, widths=(4,)), {"a": 2, "b": 3})
     hist = tu.fit_multitask(net, {"a": a, "b": b}, steps=2, device="cpu")
-    assert len(hist["b"]) == 2
+    assert hist.steps == 2
 
 
 def test_fit_multitask_errors(toy_images):
@@ -118,9 +118,9 @@ def test_autoencoder_errors():
 def test_fit_autoencoder_lowers_the_reconstruction_loss_without_labels():
     digits = tu.load_digits()
     ae = tu.Autoencoder((1, 8, 8), hidden=64, code=16)
-    losses = tu.fit_autoencoder(ae, digits.x[:300], steps=150, mask=0.3, device="cpu")
-    assert len(losses) == 150
-    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    hist = tu.fit_autoencoder(ae, digits.x[:300], epochs=30, mask=0.3, device="cpu")
+    assert hist.steps == 30 * 5  # 300 inputs in batches of 64
+    assert hist.train_loss[-1] < 0.8 * hist.train_loss[0]
     assert not ae.training
 
 
@@ -130,7 +130,7 @@ def test_fit_autoencoder_is_reproducible():
     def run():
         torch.manual_seed(0)
         ae = tu.Autoencoder((1, 8, 8), hidden=8, code=4)
-        return tu.fit_autoencoder(ae, x, steps=5, seed=3, device="cpu")
+        return tu.fit_autoencoder(ae, x, steps=5, seed=3, device="cpu").train_loss
 
     assert run() == run()
 
@@ -139,17 +139,19 @@ def test_fit_autoencoder_errors():
     ae = tu.Autoencoder((1, 8, 8), hidden=8, code=4)
     x = torch.rand(10, 1, 8, 8)
     with pytest.raises(TypeError, match="tu.Autoencoder"):
-        tu.fit_autoencoder(tu.SmallCNN(), x)
-    with pytest.raises(ValueError, match="steps"):
+        tu.fit_autoencoder(tu.SmallCNN(), x, steps=1)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
         tu.fit_autoencoder(ae, x, steps=0)
-    with pytest.raises(ValueError, match="mask is the fraction"):
-        tu.fit_autoencoder(ae, x, mask=1.0)
+    with pytest.raises(TypeError, match="exactly one of epochs= .* or steps="):
+        tu.fit_autoencoder(ae, x)
+    with pytest.raises(ValueError, match=r"mask \(the fraction of pixels hidden\) must be"):
+        tu.fit_autoencoder(ae, x, steps=1, mask=1.0)
     with pytest.raises(ValueError, match=r"expects \(1, 8, 8\)"):
-        tu.fit_autoencoder(ae, torch.rand(10, 1, 28, 28))
+        tu.fit_autoencoder(ae, torch.rand(10, 1, 28, 28), steps=1)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        tu.fit_autoencoder(ae, x * 16)
+        tu.fit_autoencoder(ae, x * 16, steps=1)
     with pytest.raises(ValueError, match="no inputs"):
-        tu.fit_autoencoder(ae, torch.rand(0, 1, 8, 8))
+        tu.fit_autoencoder(ae, torch.rand(0, 1, 8, 8), steps=1)
 
 
 # --------------------------------------------------------------------------- zero-shot

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import transfer_utils as tu
-from transfer_utils import pipelines
+from transfer_utils import exercises, models
 
 # --------------------------------------------------------------------------- adapt_first_conv
 
@@ -183,7 +183,7 @@ def test_resnet18_for_loads_a_local_safetensors_stand_in(tmp_path):
     assert torch.equal(net.layer1[0].bn1.running_var, src.layer1[0].bn1.running_var)
     assert net.fc.out_features == 3
     wrong = tu.save_checkpoint(tmp_path / "wrong.safetensors", tu.SmallCNN())
-    with pytest.raises(ValueError, match="ResNet-18 weights with 3 input channels"):
+    with pytest.raises(ValueError, match="does not hold torchvision ResNet-18 weights"):
         tu.resnet18_for(3, weights=wrong)
 
 
@@ -200,7 +200,7 @@ def test_reachable_reports_errors_and_success(monkeypatch):
             pass
 
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: Conn())
-    assert pipelines._reachable("example.org", 443, 1.0) == (True, "")
+    assert models._reachable("example.org", 443, 1.0) == (True, "")
 
 
 # --------------------------------------------------------------------------- rename_keys
@@ -401,7 +401,7 @@ def test_check_safe_loader_other_failures():
 def test_marker_payload_really_runs_when_unpickled(tmp_path):
     """The checker's trap must be real, or the test above could not fail."""
     marker = tmp_path / "m.txt"
-    torch.save({"x": pipelines._MarkerPayload(marker)}, tmp_path / "t.pt")
+    torch.save({"x": exercises._MarkerPayload(marker)}, tmp_path / "t.pt")
     torch.load(tmp_path / "t.pt", weights_only=False)
     assert marker.exists()
 
@@ -471,7 +471,7 @@ def test_ch6_mlp_transfer_between_mnist1d_variants_beats_scratch():
            progress=False)
     curves = tu.transfer_curve(["scratch", "frozen", "finetune"], mlp, tgt_train, tgt_test,
                                ks=(5,), seeds=(0, 1), steps=100, device="cpu",
-                               method_kwargs={"finetune": {"body_lr": 1e-4}})
+                               method_kwargs={"finetune": {"body_lr": 1e-4, "head_lr": 1e-3}})
     for m in ("frozen", "finetune"):
         assert curves[m][5].mean > curves["scratch"][5].mean + 0.05, m
 

@@ -72,10 +72,15 @@ def number(
         if ok and high is not None:
             ok = v < high if high_open else v <= high
     if not ok:
-        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
-        hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
-        bounds = " and ".join(b for b in (lo, hi) if b)
-        want = f"a finite number {bounds}".rstrip() if bounds else "a finite number"
+        if low == 0 and low_open and high is None:
+            want = "a positive number"
+        elif low is not None and high is not None and not low_open and not high_open:
+            want = f"a number in [{low:g}, {high:g}]"
+        else:
+            lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+            hi = "" if high is None else f"{'<' if high_open else '<='} {high:g}"
+            bounds = " and ".join(b for b in (lo, hi) if b)
+            want = f"a number {bounds}" if bounds else "a finite number"
         raise ValueError(f"{_where(fn)}{name} must be {want}, got {value!r}")
     return float(value)
 

@@ -1,18 +1,25 @@
-"""Analysis: representation similarity (linear CKA) and multi-seed summaries with error bars."""
+"""Analysis: statistics and tables: multi-seed summaries, intervals, paired gains, linear CKA.
+
+Measure layer. :func:`summarize` turns repeated runs into a mean, a standard
+deviation and a 95% interval; :func:`paired_gain` pairs two methods seed by seed;
+:func:`accuracy_ci` is the Wilson interval of one test accuracy;
+:func:`format_table` prints any results as one table; :func:`linear_cka` compares
+two representations.
+"""
 
 from __future__ import annotations
 
 import html
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["linear_cka", "summarize", "Summary", "run_seeds", "learning_curve", "format_table",
-           "Table", "accuracy_ci", "paired_gain"]
+__all__ = ["linear_cka", "summarize", "Summary", "format_table", "results_table", "Table",
+           "accuracy_ci", "paired_gain"]
 
 
 def linear_cka(X, Y) -> float:
@@ -152,14 +159,20 @@ class Table(str):
                 f"<tbody>{rows}</tbody></table>")
 
 
-def format_table(rows: Sequence[Mapping], *, floatfmt: str = ".3f") -> Table:
-    """A table of dict rows: one column per key (first-seen order), one line per row.
+def format_table(rows: Sequence[Mapping] | Mapping[str, Mapping], *, floatfmt: str = ".3f",
+                 spread: str = "std", title: str = "", column_format: str = "k={}") -> Table:
+    """A table of results: one column per key (first-seen order), one line per row.
 
-    Summaries print as ``mean ± std``, floats with ``floatfmt`` (large ones as
-    ``12,345``), integers with thousands separators; a key missing from a row
-    leaves its cell blank. Every table the book prints goes through here. The
-    result is a :class:`Table`: aligned text when printed, an HTML table when a
-    notebook displays it.
+    ``rows`` is a list of dicts ``[{column: value}, ...]``, or a mapping
+    ``{row label: {column: value}}`` whose row labels form a first column headed
+    ``title`` (column keys that are not strings are shown with
+    ``column_format``: ``"k={}"`` for labels per class, ``"{:g}"`` for learning
+    rates). Summaries print as ``mean ± std``, or ``mean ± 95% half-width`` with
+    ``spread="ci95"`` (say which in a header or caption); floats with
+    ``floatfmt`` (large ones as ``12,345``); integers with thousands separators;
+    a key missing from a row leaves its cell blank. Every table the book prints
+    goes through here. The result is a :class:`Table`: aligned text when
+    printed, an HTML table when a notebook displays it.
 
     Examples
     --------
@@ -170,8 +183,25 @@ def format_table(rows: Sequence[Mapping], *, floatfmt: str = ".3f") -> Table:
     ----------+--------------
     scratch   | 0.600 ± 0.141
     fine-tune | 0.750
+    >>> print(tu.format_table({"scratch": {1: 0.5}}, title="method"))
+    method  | k=1
+    --------+------
+    scratch | 0.500
     """
-    if isinstance(rows, Mapping) or not rows:
+    if spread not in ("std", "ci95"):
+        raise ValueError(f"spread must be 'std' or 'ci95', got {spread!r}")
+    if isinstance(rows, Mapping):
+        if not rows:
+            raise ValueError("no rows to format: pass {row: {column: value}} or a list of dicts")
+        if not all(isinstance(row, Mapping) for row in rows.values()):
+            raise TypeError("each row must be a mapping {column: value}")
+
+        def head(c) -> str:
+            return c if isinstance(c, str) else column_format.format(c)
+
+        rows = [{title: str(r), **{head(c): v for c, v in row.items()}}
+                for r, row in rows.items()]
+    if not rows:
         raise ValueError("no rows to format: pass a non-empty list of dicts {column: value}")
     columns: list = []
     for row in rows:
@@ -183,7 +213,8 @@ def format_table(rows: Sequence[Mapping], *, floatfmt: str = ".3f") -> Table:
         if v is None:
             return ""
         if isinstance(v, Summary):
-            return format(v, floatfmt)
+            half = v.std if spread == "std" else v.ci95
+            return f"{format(v.mean, floatfmt)} ± {format(half, floatfmt)}"
         if isinstance(v, bool):
             return str(v)
         if isinstance(v, (float, np.floating)):
@@ -255,38 +286,19 @@ def paired_gain(
     return out
 
 
-def run_seeds(fn: Callable[[int], float], seeds: Sequence[int] = (0, 1, 2)) -> Summary:
-    """Call ``fn(seed)`` for each seed (seeding everything first) and summarise the results.
+def results_table(results: Mapping[str, Mapping], *, title: str = "", fmt: str = ".3f",
+                  column_format: str = "k={}", spread: str = "std") -> Table:
+    """:func:`format_table` of a mapping ``{row: {column: value}}`` (kept for chapter 3's calls).
 
     Examples
     --------
-    >>> import transfer_utils as tu, torch
-    >>> s = tu.run_seeds(lambda seed: torch.rand(()).item(), seeds=[0, 1, 2])
-    >>> s.n
-    3
+    >>> import transfer_utils as tu
+    >>> print(tu.results_table({"scratch": {1: tu.summarize([0.5, 0.7])}}, title="method"))
+    method  | k=1
+    --------+--------------
+    scratch | 0.600 ± 0.141
     """
-    from .runtime import seed_everything
-
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("run_seeds needs at least one seed")
-    out = []
-    for s in seeds:
-        seed_everything(s)
-        v = fn(s)
-        if isinstance(v, torch.Tensor):
-            v = v.item()
-        out.append(float(v))
-    return summarize(out)
-
-
-def learning_curve(
-    fn: Callable[[int, int], float], ks: Sequence[int], seeds: Sequence[int] = (0, 1, 2)
-) -> dict[int, Summary]:
-    """Run ``fn(k, seed)`` for every size ``k`` and seed; return ``{k: Summary}``.
-
-    Used for "accuracy against labels per class" curves (chapters 1, 3, 4).
-    """
-    if not list(ks):
-        raise ValueError("learning_curve needs at least one k")
-    return {k: run_seeds(lambda s, k=k: fn(k, s), seeds) for k in ks}
+    if not isinstance(results, Mapping):
+        raise ValueError("results_table needs a non-empty mapping {row: {column: value}}")
+    return format_table(results, floatfmt=fmt, title=title, column_format=column_format,
+                        spread=spread)

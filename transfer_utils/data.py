@@ -1,16 +1,25 @@
-"""Offline datasets (MNIST, digits, MNIST-1D, font glyphs), splits, few-shot sets, loaders."""
+"""Data: the offline datasets, and splits, few-shot sets and loaders for any torch dataset.
+
+Core layer. Loaders for the four offline sets (MNIST, scikit-learn digits,
+MNIST-1D, font glyphs) return an in-memory :class:`ArrayDataset`; every splitting
+and batching helper also takes any map-style ``torch.utils.data.Dataset`` whose
+items are ``(x, y)`` pairs (ImageFolder, TensorDataset, Subset, your own class).
+"""
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from . import _validate as V
 
 __all__ = [
     "ArrayDataset",
@@ -21,18 +30,27 @@ __all__ = [
     "load_glyphs",
     "glyph_fonts",
     "load_dataset",
+    "dataset_labels",
+    "dataset_classes",
+    "num_classes",
+    "LabelledSubset",
+    "subset",
     "class_split",
     "few_shot",
     "split",
+    "fold_splits",
     "dataset_stats",
     "normalize",
     "FastLoader",
     "make_loader",
     "random_shift",
-    "show_images",
+    "permute_pixels",
 ]
 
 DATASETS: tuple[str, ...] = ("mnist", "digits", "mnist1d", "glyphs")
+# Without explicit names, an ArrayDataset names classes "0".."K-1"; a label beyond this is
+# almost surely not a class id (a regression target, a hash) and would build millions of names.
+_MAX_UNNAMED_CLASSES = 100_000
 
 
 # --------------------------------------------------------------------------- dataset
@@ -85,6 +103,12 @@ class ArrayDataset(torch.utils.data.Dataset):
         if len(y) and int(y.min()) < 0:
             raise ValueError(f"labels must be >= 0, got {int(y.min())}; map labels to 0..K-1")
         top = int(y.max()) + 1 if len(y) else 0
+        if classes is None and top > _MAX_UNNAMED_CLASSES:
+            raise ValueError(
+                f"label {top - 1} would make {top:,} classes; labels must be class ids 0..K-1: "
+                "map them with torch.unique(y, return_inverse=True)[1], or pass classes= with "
+                "a name for each id"
+            )
         classes = [str(i) for i in range(top)] if classes is None else [str(c) for c in classes]
         if len(classes) < top:
             raise ValueError(
@@ -133,9 +157,8 @@ class ArrayDataset(torch.utils.data.Dataset):
 # --------------------------------------------------------------------------- loaders
 
 
-def _check_size(image_size: int, name: str) -> None:
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"{name}: image_size must be a positive int, got {image_size!r}")
+def _image_size_arg(image_size: int, name: str) -> None:
+    V.positive_int(image_size, "image_size", name)
 
 
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -183,7 +206,7 @@ def load_mnist(image_size: int = 28) -> ArrayDataset:
     >>> tuple(ds.x.shape), ds.num_classes
     ((5000, 1, 16, 16), 10)
     """
-    _check_size(image_size, "load_mnist")
+    _image_size_arg(image_size, "load_mnist")
     x, y = _mnist_base()
     x = _resize(x.float() / 255.0, image_size)
     return ArrayDataset(x, y.clone(), _DIGIT_NAMES, "mnist")
@@ -219,7 +242,7 @@ def load_digits(image_size: int = 8) -> ArrayDataset:
     >>> tuple(ds.x.shape), float(ds.x.max())
     ((1797, 1, 8, 8), 1.0)
     """
-    _check_size(image_size, "load_digits")
+    _image_size_arg(image_size, "load_digits")
     x, y = _digits_base()
     return ArrayDataset(_resize(x / 16.0, image_size), y.clone(), _DIGIT_NAMES, "digits")
 
@@ -286,11 +309,12 @@ def load_mnist1d(
     >>> tuple(ds.x.shape)
     (200, 1, 40)
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 10:
+    if not V.is_int(n) or n < 10:
         raise ValueError(f"load_mnist1d: n must be an int >= 10 (one per class), got {n!r}")
+    seed = V.seed_value(seed, "load_mnist1d")
     for knob, value in (("noise", noise), ("shear", shear), ("scale", scale)):
-        if value is not None and not value >= 0:
-            raise ValueError(f"load_mnist1d: {knob} must be >= 0 or None, got {value!r}")
+        if value is not None:
+            V.nonneg(value, f"{knob} (or None for the package default)", "load_mnist1d")
     x, y = _mnist1d_arrays(10 * math.ceil(n / 10), seed, noise, shear, scale)
     if n % 10:  # drop the last example of classes n%10..9: the first n%10 classes get one more
         drop = [np.flatnonzero(y == c)[-1] for c in range(n % 10, 10)]
@@ -426,9 +450,10 @@ def load_glyphs(
         Same seed, same tensor; the order is shuffled with it too.
     chars : str
         The classes, one character each; label ``i`` is ``chars[i]``.
-    fonts : list of str, optional
-        Font names from :func:`glyph_fonts` or paths to ``.ttf`` files;
-        default: every bundled font that has the character.
+    fonts : str or list of str, optional
+        Font names from :func:`glyph_fonts` or paths to ``.ttf`` files (one name
+        or path means that font alone); default: every bundled font that has
+        the character.
 
     Returns
     -------
@@ -441,7 +466,7 @@ def load_glyphs(
     >>> tuple(ds.x.shape), ds.y.bincount().tolist() == [10] * 10
     ((100, 1, 28, 28), True)
     """
-    _check_size(image_size, "load_glyphs")
+    _image_size_arg(image_size, "load_glyphs")
     if not chars or len(set(chars)) != len(chars):
         raise ValueError(f"load_glyphs: chars must be non-empty with no repeats, got {chars!r}")
     if isinstance(n, bool) or not isinstance(n, int) or n < len(chars):
@@ -449,6 +474,8 @@ def load_glyphs(
             f"load_glyphs: n must be an int >= len(chars) = {len(chars)} (one image per class), "
             f"got {n!r}"
         )
+    if isinstance(fonts, (str, Path)):  # one font, not a sequence of characters
+        fonts = [fonts]
     names = glyph_fonts() if fonts is None else list(fonts)
     if not names:
         raise ValueError("load_glyphs: fonts is empty; pass None to use every bundled font")
@@ -503,18 +530,234 @@ def load_dataset(name: str, **kwargs) -> ArrayDataset:
     return _LOADERS[name](**kwargs)
 
 
+# --------------------------------------------------------------------------- any dataset
+
+_LABELS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _item_pair(item, dataset) -> tuple:
+    """``item`` as an ``(x, y)`` pair, or a ``TypeError`` that says what an item must be."""
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return item[0], item[1]
+    got = (f"a {type(item).__name__} of {len(item)} items" if isinstance(item, (tuple, list))
+           else f"a {type(item).__name__}")
+    raise TypeError(
+        f"the items of {type(dataset).__name__} must be (x, y) pairs (input, integer label), "
+        f"got {got}; wrap the dataset so __getitem__ returns (x, y), e.g. "
+        "x, y, *_ = base[i]; return x, y"
+    )
+
+
+def _as_labels(y: torch.Tensor, dataset) -> torch.Tensor:
+    if y.is_floating_point() or y.dtype == torch.bool:
+        if y.is_floating_point() and y.numel() and torch.equal(y, y.round()):
+            y = y.long()
+        else:
+            raise TypeError(
+                f"the labels of {type(dataset).__name__} must be integer class ids, got dtype "
+                f"{str(y.dtype).replace('torch.', '')}; map them to 0..K-1"
+            )
+    y = y.long().reshape(-1) if y.ndim == 0 else y.long()
+    if y.ndim != 1:
+        raise ValueError(
+            f"the labels of {type(dataset).__name__} must be one integer per example, got shape "
+            f"{list(y.shape)}; for one-hot labels use y.argmax(1)"
+        )
+    if y.numel() and int(y.min()) < 0:
+        raise ValueError(f"labels must be >= 0, got {int(y.min())}; map labels to 0..K-1")
+    return y
+
+
+def dataset_labels(dataset) -> torch.Tensor:
+    """The integer labels ``[N]`` of any map-style dataset of ``(x, y)`` items, on the CPU.
+
+    Read from the dataset's ``y`` or ``targets`` (ArrayDataset, torchvision's
+    ImageFolder and MNIST), a two-tensor ``TensorDataset``, or through a
+    ``Subset`` or ``ConcatDataset``; otherwise by one pass over the items, which
+    is cached for the dataset's lifetime. Every splitting helper (:func:`few_shot`,
+    :func:`split`, :func:`class_split`, :func:`fold_splits`) reads labels this way,
+    so none of them needs to load the inputs (chapter 6 uses an ImageFolder).
+
+    Examples
+    --------
+    >>> import torch
+    >>> ds = torch.utils.data.TensorDataset(torch.zeros(4, 2), torch.tensor([0, 1, 1, 0]))
+    >>> dataset_labels(ds).tolist()
+    [0, 1, 1, 0]
+    """
+    if isinstance(dataset, ArrayDataset):
+        return dataset.y.cpu()
+    try:
+        return _LABELS[dataset]
+    except (KeyError, TypeError):
+        pass
+    D = torch.utils.data
+    if isinstance(dataset, (torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(
+            f"expected a dataset of (x, y) items, got a {type(dataset).__name__}; wrap tensors "
+            "with tu.ArrayDataset(x, y) or torch.utils.data.TensorDataset(x, y)"
+        )
+    if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+        raise TypeError(
+            f"expected a map-style dataset (with __len__ and __getitem__) of (x, y) items, got "
+            f"{type(dataset).__name__}"
+        )
+    own = getattr(dataset, "y", None)
+    if isinstance(dataset, LabelledSubset):
+        y = dataset.targets
+    elif isinstance(own, torch.Tensor) and own.ndim == 1 and len(own) == len(dataset):
+        y = own  # tu's own datasets (SoftTargets, feature sets) keep their labels in .y
+    elif isinstance(dataset, D.Subset):
+        y = dataset_labels(dataset.dataset)[torch.as_tensor(list(dataset.indices), dtype=torch.long)]
+    elif isinstance(dataset, D.ConcatDataset):
+        y = torch.cat([dataset_labels(d) for d in dataset.datasets])
+    elif isinstance(dataset, D.TensorDataset):
+        if len(dataset.tensors) != 2:
+            raise TypeError(
+                f"a TensorDataset of {len(dataset.tensors)} tensors has items of "
+                f"{len(dataset.tensors)} values; tu expects (x, y) pairs: "
+                "TensorDataset(inputs, labels)"
+            )
+        y = dataset.tensors[1]
+    elif getattr(dataset, "targets", None) is not None:
+        y = dataset.targets
+    else:
+        if len(dataset) == 0:
+            return torch.zeros(0, dtype=torch.long)
+        y = [_item_pair(dataset[i], dataset)[1] for i in range(len(dataset))]
+        y = torch.as_tensor([int(v) if not isinstance(v, torch.Tensor) else v for v in y])
+    y = _as_labels(torch.as_tensor(y).detach().cpu(), dataset)
+    if len(y) != len(dataset):
+        raise ValueError(f"{type(dataset).__name__} has {len(dataset)} items but {len(y)} labels")
+    try:
+        _LABELS[dataset] = y
+    except TypeError:  # not weak-referenceable: read again next time
+        pass
+    return y
+
+
+def dataset_classes(dataset) -> list[str]:
+    """Class names of any dataset: its ``classes`` if it has them, else ``"0"``, ``"1"``, ...
+
+    Examples
+    --------
+    >>> dataset_classes(load_digits())[:3]
+    ['0', '1', '2']
+    """
+    names = getattr(dataset, "classes", None)
+    if names is None and isinstance(dataset, torch.utils.data.Subset):
+        return dataset_classes(dataset.dataset)
+    if names is not None:
+        return [str(c) for c in names]
+    y = dataset_labels(dataset)
+    return [str(i) for i in range(int(y.max()) + 1 if len(y) else 0)]
+
+
+def num_classes(dataset) -> int:
+    """Number of classes of any dataset (``len(dataset_classes(dataset))``)."""
+    return len(dataset_classes(dataset))
+
+
+class LabelledSubset(torch.utils.data.Subset):
+    """A ``torch.utils.data.Subset`` that knows its labels and class names, and may relabel.
+
+    What the splitting helpers return for datasets other than :class:`ArrayDataset`
+    (an ImageFolder, a TensorDataset, your own class): a view that indexes the
+    original, so no image is copied or loaded. ``label_map[old] = new`` relabels
+    items on the fly (used by :func:`class_split`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> base = torch.utils.data.TensorDataset(torch.arange(4.0)[:, None], torch.tensor([2, 0, 2, 1]))
+    >>> sub = LabelledSubset(base, [0, 2, 3], label_map={2: 0, 1: 1}, classes=["two", "one"])
+    >>> sub.targets.tolist(), sub[2][1], sub.classes
+    ([0, 0, 1], 1, ['two', 'one'])
+    """
+
+    def __init__(self, dataset, indices, *, label_map: dict[int, int] | None = None,
+                 classes: Sequence[str] | None = None):
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        if isinstance(dataset, LabelledSubset):  # compose: one level of indirection, not many
+            parent_map = dataset.label_map
+            idx = torch.as_tensor(dataset.indices, dtype=torch.long)[idx]
+            if parent_map is not None:
+                label_map = parent_map if label_map is None else {
+                    old: label_map[new] for old, new in parent_map.items() if new in label_map}
+            classes = classes if classes is not None else dataset.classes
+            dataset = dataset.dataset
+        super().__init__(dataset, idx.tolist())
+        base_y = dataset_labels(dataset)[idx]
+        self.label_map = None if label_map is None else {int(k): int(v) for k, v in label_map.items()}
+        if self.label_map is not None:
+            lookup = torch.full((int(base_y.max()) + 1 if len(base_y) else 1,), -1,
+                                dtype=torch.long)
+            for old, new in self.label_map.items():
+                if old < len(lookup):
+                    lookup[old] = new
+            base_y = lookup[base_y]
+            if len(base_y) and int(base_y.min()) < 0:
+                raise ValueError("label_map does not cover every label in the subset")
+        self.targets = base_y
+        self.classes = list(classes) if classes is not None else dataset_classes(dataset)
+
+    def __getitem__(self, i):
+        x, y = _item_pair(self.dataset[self.indices[i]], self.dataset)
+        if self.label_map is not None:
+            y = self.label_map[int(y)]
+        return x, y
+
+    def __getitems__(self, indices):  # what DataLoader calls for a batch
+        return [self[i] for i in indices]
+
+    def __repr__(self) -> str:
+        return (f"LabelledSubset({type(self.dataset).__name__}, n={len(self)}, "
+                f"classes={self.classes[:10]}{' ...' if len(self.classes) > 10 else ''})")
+
+
+def subset(dataset, indices):
+    """The examples ``indices`` of any dataset: ``dataset.subset(indices)`` if it has one, else a view.
+
+    :class:`ArrayDataset` (and other in-memory datasets of the package with a
+    ``subset`` method) copy the rows; anything else gets a :class:`LabelledSubset`
+    view that loads nothing.
+
+    Examples
+    --------
+    >>> len(subset(load_digits(), [0, 5, 9]))
+    3
+    """
+    if isinstance(dataset, ArrayDataset) or callable(getattr(dataset, "subset", None)):
+        return dataset.subset(indices)  # tu's datasets copy their rows (in memory already)
+    return LabelledSubset(dataset, indices)
+
+
+def _relabelled(dataset, indices, label_map: dict[int, int], names: list[str]):
+    if isinstance(dataset, ArrayDataset):
+        out = dataset.subset(indices)
+        lookup = torch.full((int(out.y.max()) + 1,), -1, dtype=torch.int64)
+        for old, new in label_map.items():
+            lookup[old] = new
+        return ArrayDataset(out.x, lookup[out.y.cpu()].to(out.y.device), names, dataset.name)
+    return LabelledSubset(dataset, indices, label_map=label_map, classes=names)
+
+
+def _name(dataset) -> str:
+    return getattr(dataset, "name", "") or type(dataset).__name__
+
+
 # --------------------------------------------------------------------------- subsets
 
 
-def class_split(
-    dataset: ArrayDataset, classes: Iterable[int], *, relabel: bool = True
-) -> ArrayDataset:
+def class_split(dataset, classes: Sequence[int], *, relabel: bool = True):
     """Keep only the examples of ``classes``, e.g. digits 0-4 as a source task and 5-9 as a target.
+
+    Works on any dataset of ``(x, y)`` items (:func:`dataset_labels`).
 
     Parameters
     ----------
-    dataset : ArrayDataset
-    classes : iterable of int
+    dataset : Dataset
+    classes : list of int
         Label ids to keep, in the order that defines the new labels.
     relabel : bool
         If True, label ``classes[i]`` becomes ``i`` and ``classes`` names are
@@ -526,36 +769,32 @@ def class_split(
     >>> ds.classes, sorted(ds.y.unique().tolist())
     (['7', '3'], [0, 1])
     """
-    classes = [int(c) for c in classes]
-    if not classes:
-        raise ValueError("class_split: classes is empty; pass the label ids to keep, e.g. [0, 1]")
+    if V.is_int(classes):
+        raise TypeError(
+            f"class_split: classes must be a list of label ids, got the int {classes!r}; "
+            f"e.g. class_split(dataset, [0, 1, 2]) or class_split(dataset, range({classes}))"
+        )
+    classes = V.int_list(classes, "classes", "class_split", example="[0, 1]")
     if len(set(classes)) != len(classes):
         raise ValueError(f"class_split: classes has repeats: {classes}; list each label once")
-    present = dataset.y.unique().tolist()
+    y = dataset_labels(dataset)
+    present = y.unique().tolist()
     absent = [c for c in classes if c not in present]
     if absent:
         raise ValueError(
-            f"class_split: labels {absent} have no examples in {dataset.name or 'the dataset'}; "
+            f"class_split: labels {absent} have no examples in {_name(dataset)}; "
             f"choose from the labels present: {present}"
         )
-    keep = torch.isin(dataset.y, torch.tensor(classes, device=dataset.y.device))
-    out = dataset.subset(keep)
-    if relabel:
-        lookup = torch.full((max(present) + 1,), -1, dtype=torch.int64, device=out.y.device)
-        lookup[classes] = torch.arange(len(classes), device=out.y.device)
-        names = [dataset.classes[c] for c in classes]
-        out = ArrayDataset(out.x, lookup[out.y], names, dataset.name)
-    return out
-
-
-def _positive_int(value, what: str, fn: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{fn}: {what} must be a positive integer, got {value!r}")
-    return int(value)
+    keep = torch.nonzero(torch.isin(y, torch.tensor(classes)))[:, 0]
+    if not relabel:
+        return subset(dataset, keep)
+    names = dataset_classes(dataset)
+    names = [names[c] if c < len(names) else str(c) for c in classes]
+    return _relabelled(dataset, keep, {c: i for i, c in enumerate(classes)}, names)
 
 
 def _stratified_folds(y: torch.Tensor, folds: int, seed: int) -> list[torch.Tensor]:
-    """Indices of ``folds`` disjoint, class-balanced folds of labels ``y`` (for k-fold CV)."""
+    """Indices of ``folds`` disjoint, class-balanced folds of labels ``y``."""
     g = torch.Generator().manual_seed(seed)
     assign = torch.empty(len(y), dtype=torch.long)
     offset = 0
@@ -569,11 +808,48 @@ def _stratified_folds(y: torch.Tensor, folds: int, seed: int) -> list[torch.Tens
     return [torch.nonzero(assign == f)[:, 0] for f in range(folds)]
 
 
-def few_shot(dataset: ArrayDataset, k: int, seed: int = 0) -> ArrayDataset:
-    """``k`` examples of every class present, chosen and shuffled reproducibly from ``seed``.
+def fold_splits(dataset, folds: int = 5, *, seed: int = 0) -> list[tuple]:
+    """Stratified k-fold cross-validation splits: ``[(train_part, held_out_part), ...]``.
 
-    With the same seed, the ``k``-shot set is contained in every larger-``k``
-    set, so accuracy-versus-shots curves compare nested training sets.
+    The one fold splitter of the package (:func:`transfer_utils.cross_validate`
+    and :func:`transfer_utils.kfold_epochs` use it): each example is held out
+    exactly once, every fold has every class, and fold sizes differ by at most one
+    per class.
+
+    Examples
+    --------
+    >>> parts = fold_splits(few_shot(load_digits(), 4), folds=4)
+    >>> [(len(tr), len(va)) for tr, va in parts]
+    [(30, 10), (30, 10), (30, 10), (30, 10)]
+    """
+    folds = V.positive_int(folds, "folds", "fold_splits")
+    if folds < 2:
+        raise ValueError(f"fold_splits: folds must be an integer >= 2, got {folds!r}")
+    seed = V.seed_value(seed, "fold_splits")
+    y = dataset_labels(dataset)
+    labels, counts = y.unique(return_counts=True)
+    if len(labels) == 0 or int(counts.min()) < folds:
+        smallest = int(counts.min()) if len(labels) else 0
+        name = dataset_classes(dataset)[int(labels[counts.argmin()])] if len(labels) else "-"
+        raise ValueError(
+            f"{folds}-fold splitting needs at least {folds} examples of every class, and class "
+            f"{name!r} has {smallest}: use folds <= {smallest}, or more labelled examples"
+        )
+    parts = _stratified_folds(y, folds, seed)
+    out = []
+    for f, held in enumerate(parts):
+        rest = torch.cat([p for i, p in enumerate(parts) if i != f]).sort().values
+        out.append((subset(dataset, rest), subset(dataset, held)))
+    return out
+
+
+def few_shot(dataset, k: int, seed: int = 0):
+    """``k`` examples of every class, chosen and shuffled reproducibly from ``seed``.
+
+    Works on any dataset of ``(x, y)`` items; an ArrayDataset gives an
+    ArrayDataset, anything else a :class:`LabelledSubset` view. With the same
+    seed, the ``k``-shot set is contained in every larger-``k`` set, so
+    accuracy-versus-shots curves compare nested training sets.
 
     Examples
     --------
@@ -581,32 +857,41 @@ def few_shot(dataset: ArrayDataset, k: int, seed: int = 0) -> ArrayDataset:
     >>> len(ds), ds.y.bincount().tolist() == [5] * 10
     (50, True)
     """
-    k = _positive_int(k, "k (examples per class)", "few_shot")
-    y = dataset.y.cpu()
+    k = V.positive_int(k, "k (labelled examples per class)", "few_shot")
+    seed = V.seed_value(seed, "few_shot")
+    y = dataset_labels(dataset)
     labels, counts = y.unique(return_counts=True)
-    if len(labels) and int(counts.min()) < k:
+    if len(labels) == 0:
+        raise ValueError(f"few_shot: {_name(dataset)} is empty; there is nothing to choose from")
+    names = dataset_classes(dataset)
+    declared = getattr(dataset, "classes", None)
+    if declared is not None:
+        empty = [names[c] for c in range(len(names)) if c not in set(labels.tolist())]
+        if empty:
+            raise ValueError(
+                f"few_shot: classes {empty[:5]} of {_name(dataset)} have no examples, so a "
+                f"{k}-shot set would miss them; drop them first with "
+                "tu.class_split(dataset, present_labels)"
+            )
+    if int(counts.min()) < k:
         small = int(labels[counts.argmin()])
         raise ValueError(
-            f"few_shot: class {dataset.classes[small]!r} (label {small}) has only "
-            f"{int(counts.min())} examples, fewer than k={k}; use k <= {int(counts.min())}"
+            f"few_shot: class {names[small] if small < len(names) else small!r} (label {small}) "
+            f"has only {int(counts.min())} examples, fewer than k={k}; use k <= "
+            f"{int(counts.min())}"
         )
     g = torch.Generator().manual_seed(seed)
     picks = [
         idx[torch.randperm(len(idx), generator=g)[:k]]
         for idx in (torch.nonzero(y == c)[:, 0] for c in labels)
     ]
-    chosen = torch.cat(picks) if picks else torch.zeros(0, dtype=torch.int64)
-    return dataset.subset(chosen[torch.randperm(len(chosen), generator=g)])
+    chosen = torch.cat(picks)
+    return subset(dataset, chosen[torch.randperm(len(chosen), generator=g)])
 
 
-def split(
-    dataset: ArrayDataset,
-    fractions: Sequence[float] = (0.8, 0.2),
-    *,
-    seed: int = 0,
-    stratify: bool = True,
-) -> tuple[ArrayDataset, ...]:
-    """Split into 2 or 3 disjoint parts (train/test or train/val/test), reproducibly.
+def split(dataset, fractions: Sequence[float] = (0.8, 0.2), *, seed: int = 0,
+          stratify: bool = True) -> tuple:
+    """Split any dataset into 2 or 3 disjoint parts (train/test or train/val/test), reproducibly.
 
     Parameters
     ----------
@@ -617,8 +902,11 @@ def split(
 
     Returns
     -------
-    tuple of ArrayDataset
-        The parts; each keeps the dataset's original example order.
+    tuple
+        The parts (ArrayDatasets for an ArrayDataset, else :class:`LabelledSubset`
+        views); each keeps the dataset's original example order. No part is
+        empty, and the first (training) part has every class, or an error says
+        what to change.
 
     Examples
     --------
@@ -626,14 +914,25 @@ def split(
     >>> len(train) + len(test)
     1797
     """
-    fractions = [float(f) for f in fractions]
+    if isinstance(fractions, (int, float)) and not isinstance(fractions, bool):
+        rest = round(1 - float(fractions), 6)
+        raise TypeError(
+            f"split: fractions must be a sequence such as (0.8, 0.2), got the number "
+            f"{fractions!r}; call split(dataset, ({fractions}, {rest:g}))"
+        )
+    try:
+        fractions = [V.number(f, "each fraction", "split") for f in fractions]
+    except TypeError:
+        raise TypeError(f"split: fractions must be a sequence of numbers, got {fractions!r}"
+                        ) from None
     if len(fractions) not in (2, 3) or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(
             f"split: fractions must be 2 or 3 positive numbers summing to 1, got {fractions}; "
             "e.g. (0.8, 0.2) or (0.7, 0.15, 0.15)"
         )
+    seed = V.seed_value(seed, "split")
     g = torch.Generator().manual_seed(seed)
-    y = dataset.y.cpu()
+    y = dataset_labels(dataset)
     groups = (
         [torch.nonzero(y == c)[:, 0] for c in y.unique()] if stratify else [torch.arange(len(y))]
     )
@@ -644,23 +943,99 @@ def split(
         bounds = [round(c * len(idx)) for c in cuts]
         for part, lo, hi in zip(parts, bounds[:-1], bounds[1:], strict=True):
             part.append(idx[lo:hi])
-    return tuple(dataset.subset(torch.cat(p).sort().values) for p in parts)
+    chosen = [torch.cat(p).sort().values for p in parts]
+    sizes = [len(c) for c in chosen]
+    if min(sizes) == 0:
+        raise ValueError(
+            f"split: part {sizes.index(0) + 1} of {len(sizes)} would be empty ({len(y)} examples "
+            f"split as {fractions}); use fewer parts or larger fractions for the small parts"
+        )
+    missing = sorted(set(y.unique().tolist()) - set(y[chosen[0]].unique().tolist()))
+    if missing:
+        names = dataset_classes(dataset)
+        fix = ("put the first fraction at 0.5 or above, or use fewer parts" if stratify else
+               "use stratify=True, so every part keeps each class")
+        raise ValueError(
+            f"split: the training part would have no example of classes "
+            f"{[names[c] if c < len(names) else c for c in missing][:5]}, which have too few "
+            f"examples for {len(fractions)} parts; {fix}"
+        )
+    return tuple(subset(dataset, c) for c in chosen)
 
 
-def dataset_stats(dataset: ArrayDataset) -> dict[str, float]:
-    """Mean and standard deviation over all input values, for :func:`normalize`.
+def _channel_axis_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per-channel sum, sum of squares and count of ``[N, C, ...]`` inputs."""
+    if x.ndim < 2:
+        raise ValueError(f"inputs must be [N, C, ...] with a channel axis, got shape {list(x.shape)}")
+    flat = x.detach().double().transpose(0, 1).reshape(x.shape[1], -1)
+    return flat.sum(1), flat.pow(2).sum(1), flat.shape[1]
+
+
+def dataset_stats(dataset, *, batch_size: int = 512) -> dict[str, tuple[float, ...]]:
+    """Per-channel mean and standard deviation of the inputs, for :func:`normalize`.
+
+    One tuple entry per channel (one for greyscale, three for RGB), computed over
+    every value of every example: in one pass for an ArrayDataset, else batch by
+    batch through :func:`make_loader`. Compute them on the *source* (or training)
+    data and use the same numbers everywhere after (chapters 5 and 6).
 
     Examples
     --------
     >>> stats = dataset_stats(load_digits())
-    >>> sorted(stats)
-    ['mean', 'std']
+    >>> sorted(stats), len(stats["mean"])
+    (['mean', 'std'], 1)
     """
-    return {"mean": float(dataset.x.mean()), "std": float(dataset.x.std())}
+    if isinstance(dataset, ArrayDataset):
+        batches = [dataset.x]
+    else:
+        batches = (x for x, _ in make_loader(dataset, batch_size))
+    s = s2 = None
+    n = 0
+    for x in batches:
+        a, b, m = _channel_axis_stats(torch.as_tensor(x))
+        s, s2 = (a, b) if s is None else (s + a, s2 + b)
+        n += m
+    if not n:
+        raise ValueError("dataset_stats: the dataset is empty")
+    mean = s / n
+    var = (s2 / n - mean.pow(2)).clamp_min(0) * (n / max(n - 1, 1))
+    return {"mean": tuple(float(v) for v in mean), "std": tuple(float(v) for v in var.sqrt())}
 
 
-def normalize(dataset: ArrayDataset, mean: float, std: float) -> ArrayDataset:
-    """New dataset with ``(x - mean) / std``; use the *source* statistics on the target too.
+def _per_channel(value, name: str, channels: int, ndim: int) -> torch.Tensor:
+    t = torch.as_tensor(value, dtype=torch.float32).reshape(-1)
+    if len(t) not in (1, channels):
+        raise ValueError(
+            f"normalize: {name} has {len(t)} values but the inputs have {channels} channels; "
+            "give one value, or one per channel (from tu.dataset_stats)"
+        )
+    if not torch.isfinite(t).all():
+        raise ValueError(f"normalize: {name} must be finite, got {value!r}")
+    return t.reshape(-1, *([1] * (ndim - 1)))
+
+
+class _Normalized(torch.utils.data.Dataset):
+    """A view of a dataset with ``(x - mean) / std`` applied per item."""
+
+    def __init__(self, dataset, mean: torch.Tensor, std: torch.Tensor):
+        self.dataset, self.mean, self.std = dataset, mean, std
+        self.classes = dataset_classes(dataset)
+        self.targets = dataset_labels(dataset)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        x, y = _item_pair(self.dataset[i], self.dataset)
+        return (torch.as_tensor(x) - self.mean) / self.std, y
+
+
+def normalize(dataset, mean, std):
+    """The dataset with ``(x - mean) / std`` per channel; use the *source* statistics on the target too.
+
+    ``mean`` and ``std`` are numbers or one value per channel (as
+    :func:`dataset_stats` returns them). An ArrayDataset gives an ArrayDataset;
+    any other dataset gives a view that normalises each item as it is read.
 
     Examples
     --------
@@ -669,9 +1044,20 @@ def normalize(dataset: ArrayDataset, mean: float, std: float) -> ArrayDataset:
     >>> abs(float(z.x.mean())) < 1e-5
     True
     """
-    if not std > 0:
+    if isinstance(dataset, ArrayDataset):
+        c, nd = dataset.x.shape[1], dataset.x.ndim - 1
+    else:
+        x0, _ = _item_pair(dataset[0], dataset)
+        x0 = torch.as_tensor(x0)
+        c, nd = x0.shape[0], x0.ndim
+    m = _per_channel(mean, "mean", c, nd)
+    s = _per_channel(std, "std", c, nd)
+    if not (s > 0).all():
         raise ValueError(f"normalize: std must be > 0, got {std!r}; compute it with dataset_stats")
-    return ArrayDataset((dataset.x - mean) / std, dataset.y, dataset.classes, dataset.name)
+    if isinstance(dataset, ArrayDataset):
+        x = (dataset.x - m.to(dataset.x.device)) / s.to(dataset.x.device)
+        return ArrayDataset(x, dataset.y, dataset.classes, dataset.name)
+    return _Normalized(dataset, m, s)
 
 
 # --------------------------------------------------------------------------- batches
@@ -708,18 +1094,21 @@ class FastLoader:
         self,
         dataset: ArrayDataset,
         batch_size: int = 64,
+        *,
         shuffle: bool = False,
         seed: int = 0,
         drop_last: bool = False,
         augment: Callable | None = None,
     ):
-        self.batch_size = _positive_int(batch_size, "batch_size", "FastLoader")
+        if not isinstance(dataset, ArrayDataset):
+            raise TypeError(f"FastLoader reads a tu.ArrayDataset, got {type(dataset).__name__}; "
+                            "use tu.make_loader, which handles any dataset")
+        self.batch_size = V.positive_int(batch_size, "batch_size", "FastLoader")
+        seed = V.seed_value(seed, "FastLoader")
+        if augment is not None and not callable(augment):
+            raise TypeError(f"augment must be a function of (x_batch, generator), got {augment!r}")
         self.dataset, self.shuffle, self.drop_last, self.augment = (
-            dataset,
-            shuffle,
-            drop_last,
-            augment,
-        )
+            dataset, bool(shuffle), bool(drop_last), augment)
         self.generator = torch.Generator().manual_seed(seed)
         self.augment_generator = torch.Generator().manual_seed(seed + 1)
 
@@ -740,16 +1129,44 @@ class FastLoader:
             yield xb, yb
 
 
+class _AugmentCollate:
+    """``default_collate`` then ``augment(x_batch, generator)`` on the inputs."""
+
+    def __init__(self, augment: Callable | None, seed: int):
+        self.augment = augment
+        self.generator = torch.Generator().manual_seed(seed + 1)
+
+    def __call__(self, items):
+        for item in items[:1]:
+            x, _ = _item_pair(item, "the dataset")
+            if not isinstance(x, (torch.Tensor, np.ndarray, int, float)):
+                raise TypeError(
+                    f"the dataset's inputs are {type(x).__name__} objects, not tensors; give "
+                    "an image dataset a transform that ends in a tensor, e.g. "
+                    "transforms.Compose([transforms.Resize(...), transforms.ToTensor()])"
+                )
+        x, y = torch.utils.data.default_collate(items)
+        if self.augment is not None:
+            x = self.augment(x, self.generator)
+        return x, y
+
+
 def make_loader(
-    dataset: ArrayDataset,
+    dataset,
     batch_size: int = 64,
     *,
     shuffle: bool = False,
     seed: int = 0,
     augment: Callable | None = None,
     drop_last: bool = False,
-) -> FastLoader:
-    """Shorthand for :class:`FastLoader` with keyword-only options.
+):
+    """Batches of ``(x, y)`` from any dataset, reproducibly shuffled from ``seed``.
+
+    An :class:`ArrayDataset` gets a :class:`FastLoader` (batches by tensor
+    indexing); any other map-style dataset of ``(x, y)`` items (ImageFolder,
+    TensorDataset, Subset, your own) gets a ``torch.utils.data.DataLoader``
+    whose shuffling generator is seeded by ``seed``. ``augment(x_batch,
+    generator)`` is applied to each batch of inputs either way.
 
     Examples
     --------
@@ -757,7 +1174,22 @@ def make_loader(
     >>> tuple(xb.shape), yb.dtype
     ((32, 1, 8, 8), torch.int64)
     """
-    return FastLoader(dataset, batch_size, shuffle, seed, drop_last, augment)
+    if isinstance(dataset, ArrayDataset):
+        return FastLoader(dataset, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                          augment=augment)
+    if isinstance(dataset, torch.utils.data.DataLoader):
+        raise TypeError("make_loader got a DataLoader already; pass it to tu.fit as it is")
+    dataset_labels(dataset)  # a clear error now for anything that is not a dataset of (x, y)
+    batch_size = V.positive_int(batch_size, "batch_size", "make_loader")
+    seed = V.seed_value(seed, "make_loader")
+    if len(dataset):
+        _item_pair(dataset[0], dataset)
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment must be a function of (x_batch, generator), got {augment!r}")
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=bool(shuffle), drop_last=bool(drop_last),
+        generator=torch.Generator().manual_seed(seed), collate_fn=_AugmentCollate(augment, seed),
+    )
 
 
 def random_shift(
@@ -801,88 +1233,25 @@ def random_shift(
     return shift
 
 
-# --------------------------------------------------------------------------- plots
+def permute_pixels(dataset: ArrayDataset, *, seed: int = 0) -> ArrayDataset:
+    """The same dataset with one fixed random permutation applied to every image's pixels.
 
-
-def show_images(
-    dataset_or_tensor, n: int = 16, *, ncols: int = 8, title: str | None = None, ax=None
-):
-    """Grid of the first ``n`` examples, each titled with its class name.
-
-    Works for images ``[N, C, H, W]`` (C = 1 or 3), 1-D signals ``[N, C, L]``
-    (drawn as lines), an :class:`ArrayDataset` or any dataset of ``(x, y)``
-    pairs. Everything is drawn in one Axes, so ``ax`` can be a panel of a
-    larger figure. Uses matplotlib's object-oriented API; nothing is shown.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
+    A network trained on permuted images learns nothing about strokes or local
+    shapes: chapter 7 uses it as a source whose features do not fit natural images.
 
     Examples
     --------
-    >>> fig = show_images(load_digits(), n=8, ncols=4, title="optdigits")
-    >>> len(fig.axes)
-    1
+    >>> import torch, transfer_utils as tu
+    >>> ds = tu.load_digits()
+    >>> p = tu.permute_pixels(ds, seed=0)
+    >>> torch.equal(p.x.flatten(1).sort(1).values, ds.x.flatten(1).sort(1).values)
+    True
     """
-    from matplotlib.figure import Figure
-
-    data = dataset_or_tensor
-    if isinstance(data, torch.Tensor):
-        x, labels = data[:n].detach().cpu().float(), None
-    else:
-        items = [data[i] for i in range(min(n, len(data)))]
-        if not items:
-            raise ValueError("show_images: the dataset is empty; nothing to draw")
-        x = torch.stack([torch.as_tensor(xi) for xi, _ in items]).detach().cpu().float()
-        names = getattr(data, "classes", None)
-        labels = [names[int(yi)] if names else str(int(yi)) for _, yi in items]
-    if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[1] not in (1, 3)):
-        raise ValueError(
-            f"show_images: expected [N, C, H, W] images with C in (1, 3) or [N, C, L] signals, "
-            f"got shape {tuple(x.shape)}"
-        )
-    n = len(x)
-    ncols = max(1, min(ncols, n))
-    nrows = math.ceil(n / ncols)
-    w = x.shape[-1]
-    h = x.shape[-2] if x.ndim == 4 else max(4, round(0.6 * w))
-    gx = max(1, round(0.08 * w))
-    gy = max(2, round(0.35 * h)) if labels else gx  # room for the labels above each tile
-    width, height = ncols * (w + gx) - gx, nrows * (h + gy)
-    if ax is None:
-        fig = Figure(figsize=(1.0 * ncols, 1.0 * nrows * (h + gy) / (w + gx) + 0.4 * bool(title)))
-        ax = fig.add_subplot()
-        fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.88 if title else 0.98)
-    lo, hi = float(x.min()), float(x.max())
-    x = (x - lo) / (hi - lo if hi > lo else 1.0)  # scale to [0, 1] for display
-    if x.ndim == 4:
-        canvas = torch.ones(height, width, x.shape[1])
-        for i, img in enumerate(x):
-            r, c = divmod(i, ncols)
-            top, left = r * (h + gy) + gy, c * (w + gx)
-            canvas[top : top + h, left : left + w] = img.permute(1, 2, 0)
-        canvas = canvas[..., 0] if x.shape[1] == 1 else canvas
-        ax.imshow(canvas.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    else:
-        t = np.arange(w)
-        for i, sig in enumerate(x):
-            r, c = divmod(i, ncols)
-            top, left = r * (h + gy) + gy, c * (w + gx)
-            for j, channel in enumerate(sig):
-                ax.plot(left + t, top + (1 - channel.numpy()) * (h - 1), lw=1, color=f"C{j}")
-        ax.set_xlim(-0.5, width - 0.5)
-        ax.set_ylim(height - 0.5, -0.5)
-    for i, label in enumerate(labels or []):
-        r, c = divmod(i, ncols)
-        ax.text(
-            c * (w + gx) + w / 2,
-            r * (h + gy) + gy - 0.5,
-            label,
-            ha="center",
-            va="bottom",
-            fontsize=8,
-        )
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title)
-    return ax.figure
+    x = dataset.x
+    if x.dim() < 3:
+        raise ValueError(f"permute_pixels needs [N, C, ...] inputs, got shape {tuple(x.shape)}")
+    per_channel = x[0, 0].numel()
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(per_channel, generator=g).to(x.device)
+    px = x.flatten(2)[:, :, perm].reshape(x.shape)
+    return ArrayDataset(px, dataset.y, dataset.classes, f"{dataset.name}-permuted")

@@ -1,14 +1,23 @@
-"""Knowledge distillation: the KD loss, teacher-to-student loops, cached soft targets, hints (chapter 5)."""
+"""Knowledge distillation: the KD loss, teacher-to-student training, cached soft targets, hints.
+
+Methods layer (chapter 5). :func:`kd_loss` is Hinton et al.'s loss;
+:func:`distill` trains a student on a teacher's outputs; :func:`soft_targets`
+caches the teacher's logits once so :func:`distill_cached` trains many students
+cheaply; :func:`hint_loss` and :func:`hint_pretrain` are FitNets' hints. All
+trainers run through :func:`transfer_utils.train_loop`.
+"""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _validate as V
+from .data import ArrayDataset
+from .models import get_submodule
 from .runtime import get_device
 from .training import History, train_loop
 
@@ -22,14 +31,19 @@ __all__ = [
     "hint_loss",
     "hint_pretrain",
     "class_bias_accuracy",
-    "check_kd_loss",
 ]
 
 
 def soften(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Softmax with temperature: ``softmax(logits / T)`` over the last dimension."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
+    """Softmax with temperature: ``softmax(logits / T)`` over the last dimension.
+
+    Examples
+    --------
+    >>> import torch, transfer_utils as tu
+    >>> tu.soften(torch.tensor([2.0, 0.0]), temperature=2.0).tolist()  # softmax([1, 0])
+    [0.7310585975646973, 0.2689414322376251]
+    """
+    V.positive(temperature, "temperature", "soften")
     return F.softmax(logits / temperature, dim=-1)
 
 
@@ -77,11 +91,8 @@ def kd_loss(
         )
     if student_logits.dim() != 2:
         raise ValueError(f"logits must be 2-D [batch, classes], got {tuple(student_logits.shape)}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    T = float(temperature)
+    T = V.positive(temperature, "temperature", "kd_loss")
+    alpha = V.probability(alpha, "alpha", "kd_loss")
     soft = F.kl_div(
         F.log_softmax(student_logits / T, dim=1),
         F.log_softmax(teacher_logits.detach() / T, dim=1),
@@ -103,7 +114,8 @@ def distill(
     teacher: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
     *,
-    epochs: int,
+    epochs: int | None = None,
+    steps: int | None = None,
     temperature: float = 4.0,
     alpha: float = 0.9,
     use_labels: bool = True,
@@ -111,16 +123,18 @@ def distill(
     lr: float = 1e-3,
     val_loader=None,
     early_stopping: int | None = None,
+    seed: int | None = None,
     device: torch.device | str | None = None,
     progress: bool | None = None,
 ) -> History:
-    """Train ``student`` to match ``teacher`` with :func:`kd_loss`.
+    """Train ``student`` to match ``teacher`` with :func:`kd_loss`, for ``epochs`` or ``steps``.
 
     The teacher runs in eval mode under ``torch.no_grad()`` (no gradient ever
     reaches it, its weights and BatchNorm statistics stay as they are) and gets
     its previous mode back at the end. With ``use_labels=False`` the loader's
     labels are ignored, so unlabelled transfer data works (pass any placeholder
-    labels). Other arguments are those of :func:`transfer_utils.fit`.
+    labels); ``alpha`` is then not used, but it is still checked. Other
+    arguments are those of :func:`transfer_utils.fit`.
 
     Examples
     --------
@@ -133,6 +147,8 @@ def distill(
     """
     if student is teacher:
         raise ValueError("student and teacher are the same module; distil into a separate model")
+    V.positive(temperature, "temperature", "distill")
+    V.probability(alpha, "alpha", "distill")
     device = get_device(device)
     teacher_was_training = teacher.training
     teacher.to(device).eval()
@@ -149,8 +165,9 @@ def distill(
 
     try:
         return train_loop(
-            student, loader, step, epochs=epochs, optimizer=optimizer, val_loader=val_loader,
-            early_stopping=early_stopping, device=device, progress=progress, desc="distill",
+            student, loader, step, epochs=epochs, steps=steps, optimizer=optimizer,
+            val_loader=val_loader, early_stopping=early_stopping, seed=seed, device=device,
+            progress=progress, class_labels=use_labels, desc="distill",
         )
     finally:
         teacher.train(teacher_was_training)
@@ -261,9 +278,6 @@ def soft_targets(
     >>> soft.logits.shape, soft.features.shape[0]
     (torch.Size([1797, 10]), 1797)
     """
-    from .data import ArrayDataset
-    from .features import _find_module
-
     if isinstance(data, ArrayDataset):
         x, y, classes, labelled = data.x, data.y, data.classes, True
     elif isinstance(data, torch.Tensor):
@@ -283,7 +297,7 @@ def soft_targets(
     captured: list[torch.Tensor] = []
     handle = None
     if layer is not None:
-        handle = _find_module(teacher, layer).register_forward_hook(
+        handle = get_submodule(teacher, layer).register_forward_hook(
             lambda _m, _i, out: captured.append(out))
     was_training = teacher.training
     teacher.to(device).eval()
@@ -334,7 +348,7 @@ def _adam(params, lr: float, device: torch.device) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr)
 
 
-def _check_soft(soft, what: str) -> None:
+def _require_soft(soft, what: str) -> None:
     if not isinstance(soft, SoftTargets):
         raise TypeError(f"{what} needs a tu.SoftTargets from tu.soft_targets(teacher, data), "
                         f"got {type(soft).__name__}")
@@ -344,7 +358,8 @@ def distill_cached(
     student: nn.Module,
     soft: SoftTargets,
     *,
-    epochs: int,
+    epochs: int | None = None,
+    steps: int | None = None,
     temperature: float = 4.0,
     alpha: float = 0.9,
     use_labels: bool = True,
@@ -379,10 +394,11 @@ def distill_cached(
     >>> h.epochs
     2
     """
-    _check_soft(soft, "distill_cached")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    kd_loss(soft.logits[:1], soft.logits[:1], temperature=temperature, alpha=alpha)  # checks
+    _require_soft(soft, "distill_cached")
+    batch_size = V.positive_int(batch_size, "batch_size", "distill_cached")
+    V.positive(temperature, "temperature", "distill_cached")
+    V.probability(alpha, "alpha", "distill_cached")
+    seed = V.seed_value(seed, "distill_cached")
     device = get_device(device)
     student.to(device)
     batches = _IndexedBatches(soft, batch_size, seed, device)
@@ -398,9 +414,9 @@ def distill_cached(
         return loss, s_logits
 
     return train_loop(
-        student, batches, step, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
-        val_loader=val_loader, early_stopping=early_stopping, device=device, progress=progress,
-        desc="distill",
+        student, batches, step, epochs=epochs, steps=steps, optimizer=optimizer,
+        scheduler=scheduler, val_loader=val_loader, early_stopping=early_stopping, seed=seed,
+        device=device, progress=progress, desc="distill",
     )
 
 
@@ -445,7 +461,8 @@ def hint_pretrain(
     regressor: nn.Module,
     *,
     layer: str = "body",
-    epochs: int,
+    epochs: int | None = None,
+    steps: int | None = None,
     batch_size: int = 128,
     lr: float = 1e-3,
     seed: int = 0,
@@ -471,14 +488,12 @@ def hint_pretrain(
     >>> h.epochs
     1
     """
-    from .features import _find_module
-
-    _check_soft(soft, "hint_pretrain")
+    _require_soft(soft, "hint_pretrain")
     if soft.features is None:
         raise ValueError("soft has no teacher features; make it with "
                          "tu.soft_targets(teacher, data, layer='body.block2') (any teacher layer)")
     device = get_device(device)
-    target = _find_module(student, layer)
+    target = get_submodule(student, layer)
     student.to(device)
     regressor.to(device)
     batches = _IndexedBatches(soft, batch_size, seed, device)
@@ -493,8 +508,9 @@ def hint_pretrain(
 
     regressor.train()
     try:
-        return train_loop(student, batches, step, epochs=epochs, optimizer=optimizer,
-                          device=device, progress=progress, desc="hints")
+        return train_loop(student, batches, step, epochs=epochs, steps=steps,
+                          optimizer=optimizer, seed=seed, device=device, progress=progress,
+                          desc="hints")
     finally:
         handle.remove()
 
@@ -540,94 +556,5 @@ def class_bias_accuracy(
 # --------------------------------------------------------------------------- exercise checker
 
 
-def _kd_mistakes(s, t, y, T, alpha) -> dict[str, torch.Tensor]:
-    """What the usual wrong versions of the KD loss compute (chapter 5 shows them with numbers)."""
-    log_ps, log_pt = F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1)
-    ps, pt = log_ps.exp(), log_pt.exp()
-    ce = F.cross_entropy(s, y)
-
-    def kl(inp, target, reduction="batchmean"):
-        with warnings.catch_warnings():  # reduction="mean" warns; here it is on purpose
-            warnings.simplefilter("ignore", UserWarning)
-            return F.kl_div(inp, target, reduction=reduction)
-
-    def full(soft, t2=T * T):
-        return alpha * t2 * soft + (1 - alpha) * ce
-
-    right = kl(log_ps, pt)
-    return {
-        "the KL arguments are swapped (KL(student || teacher)): the first argument of "
-        "F.kl_div is the student's log-probabilities, the second the teacher's probabilities":
-            full(kl(log_pt, ps)),
-        "the first argument of F.kl_div must be log-probabilities (F.log_softmax), "
-        "not probabilities": full(kl(ps, pt)),
-        "reduction='mean' averages over classes too (divides by the number of classes); "
-        "use reduction='batchmean'": full(kl(log_ps, pt, "mean")),
-        "reduction='sum' adds over the batch; use reduction='batchmean' to average over "
-        "examples": full(kl(log_ps, pt, "sum")),
-        "the soft term is missing its T**2 factor": full(right, t2=1.0),
-        "divide both logits by the temperature before the softmaxes":
-            full(kl(F.log_softmax(s, 1), F.softmax(t, 1))),
-        "the cross-entropy term uses the raw logits (temperature 1), not s / T":
-            alpha * T * T * right + (1 - alpha) * F.cross_entropy(s / T, y),
-        "alpha weights the soft term and (1 - alpha) the hard one, not the other way round":
-            (1 - alpha) * T * T * right + alpha * ce,
-    }
 
 
-def check_kd_loss(fn, *, trials: int = 25, seed: int = 0) -> None:
-    """Exercise checker: does ``fn(s, t, y, temperature=T, alpha=a)`` equal :func:`kd_loss`?
-
-    Compares on random logits, labels, temperatures and weights. Prints a pass
-    message, or raises ``AssertionError`` with a hint; when the answers match one
-    of the usual wrong versions on every failing case, the hint names it
-    (chapter 5).
-
-    Examples
-    --------
-    >>> import transfer_utils as tu
-    >>> tu.check_kd_loss(lambda s, t, y, temperature, alpha: tu.kd_loss(
-    ...     s, t, y, temperature=temperature, alpha=alpha))
-    Correct: your loss matches tu.kd_loss on 25 random cases (T from 1 to 20, alpha from 0.1 to 0.9).
-    """
-    if not callable(fn):
-        raise TypeError(f"check_kd_loss needs a function, got {type(fn).__name__}")
-    g = torch.Generator().manual_seed(seed)
-    temperatures = [1.0, 2.0, 4.0, 20.0, 7.5]
-    alphas = [0.5, 0.9, 0.1, 0.7, 0.3]
-    first_failure, suspects = None, None
-    for i in range(trials):
-        b, c = 2 + i % 7, 3 + i % 8
-        s = torch.randn(b, c, generator=g) * 3
-        t = torch.randn(b, c, generator=g) * 3
-        y = torch.randint(0, c, (b,), generator=g)
-        T, a = temperatures[i % len(temperatures)], alphas[(i // 2) % len(alphas)]
-        case = f"{b} examples, {c} classes, T={T:g}, alpha={a:g}"
-        try:
-            got = fn(s.clone(), t.clone(), y.clone(), temperature=T, alpha=a)
-        except Exception as e:  # show the reader's error with the inputs that caused it
-            raise AssertionError(
-                f"your function raised {type(e).__name__}: {e} (inputs: {case}); it is called "
-                "as fn(student_logits, teacher_logits, targets, temperature=T, alpha=a)"
-            ) from e
-        got = torch.as_tensor(got).detach().float()
-        if got.numel() != 1:
-            raise AssertionError(f"expected a scalar loss, got shape {tuple(got.shape)} ({case}); "
-                                 "average over the batch")
-        got = got.reshape(())
-        want = kd_loss(s, t, y, temperature=T, alpha=a)
-        if torch.allclose(got, want, rtol=1e-4, atol=1e-5):
-            continue
-        matches = {k for k, v in _kd_mistakes(s, t, y, T, a).items()
-                   if torch.allclose(got, v, rtol=1e-4, atol=1e-5)}
-        suspects = matches if suspects is None else suspects & matches
-        if first_failure is None:
-            first_failure = f"got {got.item():.6f}, expected {want.item():.6f} ({case})"
-    if first_failure is not None:
-        hint = ("; ".join(sorted(suspects)) if suspects else
-                "compare with alpha * T**2 * KL(softmax(t/T) || softmax(s/T)), KL summed over "
-                "classes and averaged over the batch, + (1 - alpha) * cross_entropy(s, y)")
-        raise AssertionError(f"not the KD loss yet: {first_failure}. Hint: {hint}")
-    print(f"Correct: your loss matches tu.kd_loss on {trials} random cases "
-          f"(T from {min(temperatures):g} to {max(temperatures):g}, "
-          f"alpha from {min(alphas):g} to {max(alphas):g}).")

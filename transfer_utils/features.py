@@ -1,19 +1,19 @@
-"""Feature extraction from a frozen network, cheap probes on the features, and feature caches.
+"""Features of a frozen network: extraction, caches, and heads fitted on them (chapter 4).
 
-Chapter 4 explains every function here: extract features once (in eval mode, without
-gradients), cache them, and train linear, nearest-class-mean, k-NN or small MLP heads
-on the cache in a fraction of a second; probe every layer of a network; look at the
-features in 2-D; and check a reader's own ``extract_features``.
+Methods layer. Extract features once (in eval mode, without gradients), cache
+them, and fit linear, nearest-class-mean, k-NN or small MLP heads on the cache in a
+fraction of a second; fit a model's own linear head to convergence on frozen
+features (:func:`fit_linear_head`, the "frozen" and LP-FT baselines); project
+features to 2-D for plots.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import inspect
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,15 +21,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from .analysis import Summary, summarize
+from . import _validate as V
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data import ArrayDataset, few_shot, make_loader
+from .data import (
+    ArrayDataset,
+    dataset_classes,
+    dataset_labels,
+    few_shot,
+    make_loader,
+)
+from .models import get_head, get_submodule
 from .runtime import get_device, seed_everything
+from .training import fit
 
 __all__ = [
     "extract_features",
     "extract_layers",
+    "INPUT",
+    "OUTPUT",
     "linear_probe",
+    "fit_linear_head",
     "knn_probe",
     "ncm_probe",
     "NearestClassMean",
@@ -37,25 +48,8 @@ __all__ = [
     "train_head",
     "FeatureCache",
     "cache_features",
-    "probe_curve",
-    "layerwise_probe",
     "project_2d",
-    "plot_layerwise",
-    "plot_projection",
-    "check_extract_features",
 ]
-
-
-
-def _find_module(model: nn.Module, layer: str) -> nn.Module:
-    modules = dict(model.named_modules())
-    if layer not in modules:
-        names = [n for n in modules if n]
-        raise ValueError(
-            f"{type(model).__name__} has no submodule named {layer!r}; "
-            f"choose one of {names[:20]}{' ...' if len(names) > 20 else ''}"
-        )
-    return modules[layer]
 
 
 @torch.no_grad()
@@ -108,7 +102,7 @@ def _as_numpy(a) -> np.ndarray:
     return np.asarray(a)
 
 
-def _check_xy(X_train, y_train, X_test, y_test):
+def _xy_arrays(X_train, y_train, X_test, y_test):
     X_train, y_train = _as_numpy(X_train), _as_numpy(y_train)
     X_test, y_test = _as_numpy(X_test), _as_numpy(y_test)
     for name, X, y in (("train", X_train, y_train), ("test", X_test, y_test)):
@@ -123,12 +117,38 @@ def _check_xy(X_train, y_train, X_test, y_test):
     return X_train, y_train, X_test, y_test
 
 
-def linear_probe(X_train, y_train, X_test, y_test, *, C: float = 1.0, standardize: bool = True,
-                 max_iter: int = 2000) -> dict:
-    """Multinomial logistic regression on fixed features: the linear probe.
+def _fit_logreg(X, y, *, C: float, standardize: bool, max_iter: int):
+    """Multinomial logistic regression fitted to convergence by L-BFGS (scikit-learn)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    Standardisation statistics come from the training features only (fitting
-    them on all data would leak the test set into training; chapter 4 shows it).
+    C = V.positive(C, "C (inverse regularisation strength)")
+    steps = [StandardScaler()] if standardize else []
+    clf = make_pipeline(*steps, LogisticRegression(C=C, max_iter=max_iter, tol=1e-6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        try:
+            clf.fit(X, y)
+        except ConvergenceWarning:
+            raise RuntimeError(
+                f"the logistic regression did not converge in {max_iter} L-BFGS iterations "
+                f"(C={C:g}); raise max_iter, or lower C (more regularisation)"
+            ) from None
+    return clf
+
+
+def linear_probe(X_train, y_train, X_test, y_test, *, C: float = 1.0, standardize: bool = True,
+                 max_iter: int = 5000) -> dict:
+    """Multinomial logistic regression on fixed features, fitted to convergence: the linear probe.
+
+    The problem is convex, so it is solved to convergence (L-BFGS; a warning of
+    non-convergence becomes an error) rather than by a fixed number of gradient
+    steps, which would report an under-trained head as a limit of the features
+    (DESIGN §8; chapter 4). Choose ``C`` on validation data. Standardisation
+    statistics come from the training features only (fitting them on all data
+    would leak the test set into training; chapter 4 shows it).
 
     Returns
     -------
@@ -142,33 +162,126 @@ def linear_probe(X_train, y_train, X_test, y_test, *, C: float = 1.0, standardiz
     >>> tu.linear_probe(X[:30], y[:30], X[30:], y[30:])["accuracy"] > 0.5
     True
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    X_train, y_train, X_test, y_test = _check_xy(X_train, y_train, X_test, y_test)
+    X_train, y_train, X_test, y_test = _xy_arrays(X_train, y_train, X_test, y_test)
     if len(np.unique(y_train)) < 2:
         raise ValueError("linear_probe needs at least two classes in y_train")
-    steps = [StandardScaler()] if standardize else []
-    clf = make_pipeline(*steps, LogisticRegression(C=C, max_iter=max_iter))
-    clf.fit(X_train, y_train)
+    clf = _fit_logreg(X_train, y_train, C=C, standardize=standardize, max_iter=max_iter)
     return {"accuracy": float(clf.score(X_test, y_test)), "model": clf}
 
 
-def knn_probe(X_train, y_train, X_test, y_test, *, k: int = 1, metric: str = "cosine") -> dict:
-    """k-nearest-neighbour classification on fixed features.
+@torch.no_grad()
+def fit_linear_head(
+    model: nn.Module,
+    data,
+    *,
+    C: float = 1.0,
+    standardize: bool = True,
+    max_iter: int = 5000,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+) -> dict:
+    """Fit a model's linear head to convergence on the frozen features that feed it.
+
+    The features are the inputs of the layer :func:`transfer_utils.get_head`
+    finds (``head``, ``fc``, ...), computed in eval mode over ``data`` (a
+    dataset or a loader). A multinomial logistic regression with inverse
+    regularisation ``C`` is fitted to them exactly as :func:`linear_probe` does
+    (standardised, L-BFGS to convergence), and the solution is written into the
+    head, with the standardisation folded into its weights and bias. This is the
+    head of the "frozen" baseline and the first stage of LP-FT (chapters 3 and 4):
+    a convex problem, so no step budget can leave it under-trained.
+
+    Returns
+    -------
+    dict
+        ``{"train_accuracy": float, "C": float, "iterations": int}``.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> net = tu.replace_head(tu.zoo.load("mnist8_cnn"), 10)
+    >>> info = tu.fit_linear_head(net, tu.few_shot(tu.load_digits(), 5))
+    >>> info["train_accuracy"] > 0.9
+    True
+    """
+    _, _, head = get_head(model)
+    loader = data if not isinstance(data, torch.utils.data.Dataset) else make_loader(
+        data, batch_size)
+    captured: list[torch.Tensor] = []
+    handle = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
+    device = get_device(device)
+    was_training = model.training
+    feats, labels = [], []
+    try:
+        model.to(device).eval()
+        for x, y in loader:
+            captured.clear()
+            model(x.to(device))
+            feats.append(captured[-1].flatten(1).float().cpu())
+            labels.append(torch.as_tensor(y).cpu())
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not feats:
+        raise ValueError("fit_linear_head: the data yielded no batches")
+    X, y = torch.cat(feats).double().numpy(), torch.cat(labels).long().numpy()
+    present = np.unique(y)
+    if len(present) != head.out_features or present.min() < 0 or present.max() >= head.out_features:
+        raise ValueError(
+            f"fit_linear_head: the head has {head.out_features} outputs but the data has labels "
+            f"{present.tolist()[:12]}; every class needs examples (tu.few_shot gives k of each), "
+            "and the head needs one output per class (tu.replace_head)"
+        )
+    clf = _fit_logreg(X, y, C=C, standardize=standardize, max_iter=max_iter)
+    lr = clf[-1]
+    W, b = lr.coef_, lr.intercept_
+    if W.shape[0] == 1:  # two classes: sklearn keeps one row; softmax([0, z]) = sigmoid(z)
+        W, b = np.vstack([np.zeros_like(W), W]), np.array([0.0, b[0]])
+    if standardize:
+        scaler = clf[0]
+        W = W / scaler.scale_
+        b = b - W @ scaler.mean_
+    head.weight.copy_(torch.as_tensor(W, dtype=head.weight.dtype, device=head.weight.device))
+    if head.bias is not None:
+        head.bias.copy_(torch.as_tensor(b, dtype=head.bias.dtype, device=head.bias.device))
+    elif np.abs(b).max() > 1e-8:
+        raise ValueError("fit_linear_head: the head has no bias; pass standardize=False and "
+                         "expect a worse fit, or give the head a bias")
+    return {"train_accuracy": float(clf.score(X, y)), "C": float(lr.C),
+            "iterations": int(np.max(lr.n_iter_))}
+
+
+def knn_probe(X_train, y_train, X_test, y_test, *, n_neighbors: int = 1,
+              metric: str = "cosine", k: int | None = None) -> dict:
+    """k-nearest-neighbour classification on fixed features (``n_neighbors`` neighbours).
+
+    ``k`` is a deprecated alias of ``n_neighbors``: in this book ``k`` means
+    labelled examples per class.
 
     Returns
     -------
     dict
         ``{"accuracy": float, "model": fitted KNeighborsClassifier}``.
+
+    Examples
+    --------
+    >>> import torch, transfer_utils as tu
+    >>> X = torch.tensor([[0.0, 1.0], [1.0, 0.0]]); y = torch.tensor([0, 1])
+    >>> tu.knn_probe(X, y, X, y, n_neighbors=1)["accuracy"]
+    1.0
     """
     from sklearn.neighbors import KNeighborsClassifier
 
-    X_train, y_train, X_test, y_test = _check_xy(X_train, y_train, X_test, y_test)
-    if k < 1 or k > len(X_train):
-        raise ValueError(f"k must be between 1 and the {len(X_train)} training points, got {k}")
-    clf = KNeighborsClassifier(n_neighbors=k, metric=metric).fit(X_train, y_train)
+    if k is not None:
+        warnings.warn("knn_probe(k=...) is deprecated: k means labelled examples per class in "
+                      "this book; use n_neighbors=", DeprecationWarning, stacklevel=2)
+        n_neighbors = k
+    X_train, y_train, X_test, y_test = _xy_arrays(X_train, y_train, X_test, y_test)
+    n_neighbors = V.positive_int(n_neighbors, "n_neighbors", "knn_probe")
+    if n_neighbors > len(X_train):
+        raise ValueError(f"knn_probe: n_neighbors must be between 1 and the {len(X_train)} "
+                         f"training points, got {n_neighbors}")
+    clf = KNeighborsClassifier(n_neighbors=n_neighbors, metric=metric).fit(X_train, y_train)
     return {"accuracy": float(clf.score(X_test, y_test)), "model": clf}
 
 
@@ -214,7 +327,7 @@ def extract_layers(
         raise ValueError("give at least one layer name, e.g. ['body.block1', 'body.block2']")
     if len(set(layers)) != len(layers):
         raise ValueError(f"layers has repeats: {layers}; list each layer once")
-    targets = {name: _find_module(model, name) for name in layers if name not in (INPUT, OUTPUT)}
+    targets = {name: get_submodule(model, name) for name in layers if name not in (INPUT, OUTPUT)}
     device = get_device(device)
     captured: dict[str, torch.Tensor] = {}
     handles = []
@@ -326,7 +439,7 @@ def ncm_probe(X_train, y_train, X_test, y_test, *, metric: str = "cosine",
     >>> tu.ncm_probe(X[:40], y[:40], X[40:], y[40:])["accuracy"]
     1.0
     """
-    X_train, y_train, X_test, y_test = _check_xy(X_train, y_train, X_test, y_test)
+    X_train, y_train, X_test, y_test = _xy_arrays(X_train, y_train, X_test, y_test)
     clf = NearestClassMean(metric, center=center).fit(X_train, y_train)
     return {"accuracy": clf.score(X_test, y_test), "model": clf}
 
@@ -349,7 +462,8 @@ def train_head(
     *,
     hidden: int | Sequence[int] | None = None,
     num_classes: int | None = None,
-    steps: int = 300,
+    epochs: int | None = None,
+    steps: int | None = None,
     batch_size: int = 64,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
@@ -357,7 +471,12 @@ def train_head(
     seed: int = 0,
     device: str | torch.device | None = None,
 ) -> nn.Module:
-    """Train a head (linear, or an MLP with ``hidden`` units) on cached features.
+    """Train a head (an MLP with ``hidden`` units, or linear) on cached features by Adam.
+
+    For a *linear* head on frozen features prefer :func:`linear_probe` or
+    :func:`fit_linear_head`, which solve the convex problem to convergence; a
+    fixed number of Adam steps can leave it under-trained (DESIGN §8). Give the
+    length as ``epochs=`` or ``steps=`` (default ``steps=300``).
 
     Adam on cross-entropy for about ``steps`` optimizer steps (whole epochs), so
     10 or 1,000 examples cost about the same. With ``standardize`` the head
@@ -378,17 +497,17 @@ def train_head(
     >>> float((head(X).argmax(1) == y).float().mean()) > 0.9
     True
     """
-    from .training import fit
-
     X = torch.as_tensor(_as_numpy(X), dtype=torch.float32)
     y = torch.as_tensor(_as_numpy(y), dtype=torch.int64)
     if X.ndim != 2 or len(X) != len(y):
         raise ValueError(f"train_head needs X [n, d] and y [n]; got {tuple(X.shape)} and "
                          f"{tuple(y.shape)}")
-    if steps < 1:
-        raise ValueError(f"steps must be positive, got {steps}")
-    num_classes = int(y.max()) + 1 if num_classes is None else num_classes
-    seed_everything(seed)
+    if epochs is None and steps is None:
+        steps = 300
+    V.epochs_or_steps(epochs, steps, "train_head")
+    num_classes = int(y.max()) + 1 if num_classes is None else V.positive_int(
+        num_classes, "num_classes", "train_head")
+    seed_everything(V.seed_value(seed, "train_head"))
     sizes = [] if hidden is None else [hidden] if isinstance(hidden, int) else list(hidden)
     layers: list[nn.Module] = []
     if standardize:
@@ -402,7 +521,7 @@ def train_head(
     head = nn.Sequential(*layers)
     loader = make_loader(ArrayDataset(X, y), min(batch_size, len(y)), shuffle=True, seed=seed)
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
-    fit(head, loader, steps=steps, optimizer=opt, device=device, progress=False)
+    fit(head, loader, epochs=epochs, steps=steps, optimizer=opt, device=device, progress=False)
     return head.eval().cpu()
 
 
@@ -419,7 +538,7 @@ def mlp_probe(X_train, y_train, X_test, y_test, *, hidden: int | Sequence[int] |
     dict
         ``{"accuracy": float, "model": trained head}``.
     """
-    X_train, y_train, X_test, y_test = _check_xy(X_train, y_train, X_test, y_test)
+    X_train, y_train, X_test, y_test = _xy_arrays(X_train, y_train, X_test, y_test)
     head = train_head(X_train, y_train, hidden=hidden, steps=steps, lr=lr,
                       weight_decay=weight_decay, batch_size=batch_size, seed=seed)
     with torch.no_grad():
@@ -432,17 +551,47 @@ def mlp_probe(X_train, y_train, X_test, y_test, *, hidden: int | Sequence[int] |
 _CACHE_KIND = "feature_cache"
 
 
-def _fingerprint(model: nn.Module, dataset: ArrayDataset, layer: str | None) -> str:
+def _hash_tensor(h, t: torch.Tensor) -> None:
+    t = torch.as_tensor(t).detach().cpu().contiguous()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def _hash_data(h, dataset) -> None:
+    """Fingerprint a dataset's inputs and labels without a model.
+
+    In-memory data is hashed byte by byte; a folder dataset (torchvision's
+    ImageFolder and friends, with ``samples``) by its file paths, sizes and
+    modification times plus the repr of its transform; anything else by one pass
+    over its items.
+    """
+    _hash_tensor(h, dataset_labels(dataset))
+    base, index = dataset, None
+    if isinstance(dataset, torch.utils.data.Subset):
+        base, index = dataset.dataset, list(dataset.indices)
+        h.update(repr(getattr(dataset, "label_map", None)).encode())
+    if isinstance(base, ArrayDataset):
+        _hash_tensor(h, base.x if index is None else base.x[torch.as_tensor(index)])
+    elif isinstance(getattr(base, "samples", None), list):
+        samples = base.samples if index is None else [base.samples[i] for i in index]
+        for path, label in samples:
+            st = os.stat(path)
+            h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}|{label};".encode())
+        h.update(repr(getattr(base, "transform", None)).encode())
+    else:
+        for i in range(len(dataset)):
+            x, _ = dataset[i]
+            _hash_tensor(h, torch.as_tensor(x))
+
+
+def _fingerprint(model: nn.Module, dataset, layer: str | None) -> str:
     """SHA-256 of the model's weights and buffers, the data and the layer name."""
     h = hashlib.sha256()
     h.update(type(model).__name__.encode())
     for name, t in model.state_dict().items():
         h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    for t in (dataset.x, dataset.y):
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        _hash_tensor(h, t)
+    _hash_data(h, dataset)
     h.update(repr(layer).encode())
     return h.hexdigest()
 
@@ -488,12 +637,13 @@ class FeatureCache:
     @classmethod
     def build(cls, model: nn.Module, data, *, layer: str | None = None, batch_size: int = 512,
               device: str | torch.device | None = None, **meta) -> FeatureCache:
-        """Extract features of ``data`` (an ArrayDataset or a loader) with :func:`extract_features`."""
-        loader = make_loader(data, batch_size) if isinstance(data, ArrayDataset) else data
+        """Extract features of ``data`` (any dataset, or a loader) with :func:`extract_features`."""
+        is_dataset = isinstance(data, torch.utils.data.Dataset)
+        loader = make_loader(data, batch_size) if is_dataset else data
         t0 = time.perf_counter()
         X, y = extract_features(model, loader, layer=layer, device=device)
         seconds = time.perf_counter() - t0
-        classes = list(data.classes) if isinstance(data, ArrayDataset) else \
+        classes = dataset_classes(data) if is_dataset else \
             [str(i) for i in range(int(y.max()) + 1)]
         return cls(X, y, classes, layer, dict(meta), seconds)
 
@@ -546,7 +696,7 @@ class FeatureCache:
 
 def cache_features(
     model: nn.Module,
-    dataset: ArrayDataset,
+    dataset,
     *,
     path: str | os.PathLike | None = None,
     layer: str | None = None,
@@ -570,8 +720,8 @@ def cache_features(
     >>> tu.cache_features(net.body, ds, path=path).loaded
     True
     """
-    if not isinstance(dataset, ArrayDataset):
-        raise TypeError(f"cache_features needs an ArrayDataset (to fingerprint the data), got "
+    if not isinstance(dataset, torch.utils.data.Dataset):
+        raise TypeError(f"cache_features needs a dataset (to fingerprint the data), got "
                         f"{type(dataset).__name__}; use FeatureCache.build for a loader")
     fingerprint = _fingerprint(model, dataset, layer)
     if path is not None and Path(path).exists():
@@ -588,117 +738,12 @@ def cache_features(
 # --------------------------------------------------------------------------- experiments
 
 
-def _as_feature_dataset(data, what: str) -> ArrayDataset:
-    if isinstance(data, FeatureCache):
-        return data.dataset()
-    if isinstance(data, ArrayDataset) and data.x.ndim == 2:
-        return data
-    raise TypeError(f"{what} must be a FeatureCache (or an ArrayDataset of [n, d] features), "
-                    f"got {type(data).__name__}")
 
 
-def _call_probe(probe: Callable, Xtr, ytr, Xte, yte, seed: int) -> float:
-    try:
-        takes_seed = "seed" in inspect.signature(probe).parameters
-    except (TypeError, ValueError):
-        takes_seed = False
-    out = probe(Xtr, ytr, Xte, yte, seed=seed) if takes_seed else probe(Xtr, ytr, Xte, yte)
-    return float(out["accuracy"] if isinstance(out, Mapping) else out)
 
 
-def probe_curve(
-    train: FeatureCache,
-    test: FeatureCache,
-    probes: Mapping[str, Callable],
-    *,
-    ks: Sequence[int],
-    seeds: Sequence[int] = (0, 1, 2),
-) -> tuple[dict[str, dict[int, Summary]], dict[str, float]]:
-    """Accuracy of several probes against labels per class, on cached features.
-
-    For each ``k`` and seed every probe gets ``train.few_shot(k, seed)``: the same
-    examples that :func:`transfer_utils.transfer_curve` fine-tunes on, so the two
-    curves compare methods on equal data. A probe is called as
-    ``probe(X_train, y_train, X_test, y_test)`` (plus ``seed=`` if it takes one)
-    and returns ``{"accuracy": ...}``, like :func:`linear_probe`.
-
-    Returns
-    -------
-    (curves, seconds)
-        ``curves[name][k]`` is a :class:`Summary` over seeds (plot it with
-        ``tu.plot_curves``); ``seconds[name]`` is the mean wall time of one run.
-    """
-    if not probes:
-        raise ValueError("give at least one probe, e.g. {'linear': tu.linear_probe}")
-    if not list(ks) or not list(seeds):
-        raise ValueError("ks and seeds must be non-empty")
-    train_ds = _as_feature_dataset(train, "train")
-    test_ds = _as_feature_dataset(test, "test")
-    accs: dict[str, dict[int, list[float]]] = {n: {k: [] for k in ks} for n in probes}
-    times: dict[str, list[float]] = {n: [] for n in probes}
-    for k in ks:
-        for seed in seeds:
-            shots = few_shot(train_ds, k, seed=seed)
-            for name, probe in probes.items():
-                t0 = time.perf_counter()
-                accs[name][k].append(_call_probe(probe, shots.x, shots.y, test_ds.x, test_ds.y,
-                                                 seed))
-                times[name].append(time.perf_counter() - t0)
-    curves = {n: {k: summarize(v) for k, v in per_k.items()} for n, per_k in accs.items()}
-    return curves, {n: float(np.mean(t)) for n, t in times.items()}
 
 
-def layerwise_probe(
-    model: nn.Module,
-    train,
-    test,
-    layers: Sequence[str],
-    *,
-    k: int | None = None,
-    seeds: Sequence[int] = (0,),
-    probe: Callable = linear_probe,
-    batch_size: int = 512,
-    device: str | torch.device | None = None,
-) -> dict[str, Summary]:
-    """Probe accuracy of every layer in ``layers``: which layer's features transfer best?
-
-    Features of all layers are extracted in one pass each over ``train`` and
-    ``test`` (ArrayDatasets or loaders) with :func:`extract_layers`; ``"input"``
-    is the raw input. With ``k`` each seed draws ``k`` training examples per
-    class (``tu.few_shot``); without it all training examples are used and a
-    deterministic probe gives the same number for every seed.
-
-    Returns
-    -------
-    dict
-        ``{layer: Summary over seeds}``, in the order of ``layers``; plot it with
-        :func:`plot_layerwise`.
-
-    Examples
-    --------
-    >>> import transfer_utils as tu
-    >>> train, test = tu.split(tu.load_digits(), (0.5, 0.5))
-    >>> res = tu.layerwise_probe(tu.SmallCNN(), train, test, ["input", "body.block1"], k=5)
-    >>> list(res)
-    ['input', 'body.block1']
-    """
-    if not list(seeds):
-        raise ValueError("seeds must be non-empty")
-
-    def as_loader(data):
-        return make_loader(data, batch_size) if isinstance(data, ArrayDataset) else data
-
-    Ftr, ytr = extract_layers(model, as_loader(train), layers, device=device)
-    Fte, yte = extract_layers(model, as_loader(test), layers, device=device)
-    results: dict[str, Summary] = {}
-    for name in layers:
-        ds = ArrayDataset(Ftr[name], ytr)
-        accs = []
-        for seed in seeds:
-            shots = ds if k is None else few_shot(ds, k, seed=seed)
-            accs.append(_call_probe(probe, shots.x, shots.y, Fte[name], yte, seed))
-        results[name] = summarize(accs)
-    return results
 
 
 # --------------------------------------------------------------------------- pictures
@@ -729,186 +774,14 @@ def project_2d(X, *, method: str = "pca", seed: int = 0) -> np.ndarray:
     raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
 
 
-def plot_projection(panels, *, method: str = "pca", classes: Sequence[str] | None = None,
-                    seed: int = 0, axes=None):
-    """Scatter 2-D projections of features coloured by class, one panel per entry.
-
-    Parameters
-    ----------
-    panels : mapping ``{title: (X, y)}`` or one ``(X, y)`` pair
-    method : {"pca", "tsne"}
-        See :func:`project_2d`; each panel is projected on its own.
-    classes : list of str, optional
-        Legend names of the labels.
-
-    Returns the matplotlib Figure.
-    """
-    import matplotlib.pyplot as plt
-
-    if isinstance(panels, tuple):
-        panels = {"": panels}
-    if not panels:
-        raise ValueError("plot_projection needs at least one (X, y) panel")
-    n = len(panels)
-    if axes is None:
-        fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4.0), squeeze=False)
-        axes = axes[0]
-    else:
-        axes = np.atleast_1d(axes)
-        fig = axes[0].figure
-    if len(axes) != n:
-        raise ValueError(f"got {len(axes)} axes for {n} panels")
-    cmap = plt.get_cmap("tab10")
-    for ax, (title, (X, y)) in zip(axes, panels.items(), strict=True):
-        Z = project_2d(X, method=method, seed=seed)
-        y = _as_numpy(y)
-        for c in np.unique(y):
-            name = classes[c] if classes is not None else str(c)
-            ax.scatter(Z[y == c, 0], Z[y == c, 1], s=6, alpha=0.7, color=cmap(int(c) % 10),
-                       label=name)
-        ax.set_title(title)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_xlabel(f"{method.upper()} 1")
-        ax.set_ylabel(f"{method.upper()} 2")
-    axes[-1].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=2.5, fontsize=8,
-                    frameon=False)
-    fig.tight_layout()
-    return fig
 
 
-def plot_layerwise(results, *, ylabel: str = "probe accuracy", title: str | None = None,
-                   ax=None):
-    """Probe accuracy against layer with 95% error bars (from :func:`layerwise_probe`).
-
-    ``results`` is one ``{layer: Summary}`` or several, as ``{label: {layer: Summary}}``
-    (e.g. one curve per number of labels). Returns the matplotlib Figure.
-    """
-    import matplotlib.pyplot as plt
-
-    if not results:
-        raise ValueError("plot_layerwise needs results, e.g. tu.layerwise_probe(...)")
-    if all(isinstance(v, Summary) for v in results.values()):
-        results = {"": results}
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.0, 3.8))
-    names: list[str] = []
-    for curve in results.values():
-        names += [n for n in curve if n not in names]
-    for label, curve in results.items():
-        xs = [names.index(n) for n in curve]
-        ax.errorbar(xs, [s.mean for s in curve.values()], yerr=[s.ci95 for s in curve.values()],
-                    marker="o", capsize=3, label=str(label) or None)
-    ax.set_xticks(range(len(names)), names, rotation=20)
-    ax.set(xlabel="layer", ylabel=ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if any(str(label) for label in results):
-        ax.legend()
-    fig.tight_layout()
-    return fig
 
 
 # --------------------------------------------------------------------------- exercise checker
 
 
-def _fail(msg: str, hint: str) -> AssertionError:
-    return AssertionError(f"{msg}\nHint: {hint}")
 
 
-def check_extract_features(fn: Callable) -> None:
-    """Check a reader's ``fn(model, loader) -> (X, y)`` (chapter 4's first exercise).
-
-    It must return the features and labels of every batch, computed as at test
-    time (``model.eval()``: dropout off, BatchNorm on its running statistics,
-    which must not change), without building a gradient graph
-    (``torch.no_grad()``), and leave the model in the mode it found it, even when
-    the loader raises an error half-way.
-
-    Prints a short message when all checks pass; raises ``AssertionError`` with a
-    hint otherwise.
-
-    Examples
-    --------
-    >>> import transfer_utils as tu
-    >>> tu.check_extract_features(tu.extract_features)
-    ✓ extract_features: eval mode, no gradients, labels kept, caller's mode restored.
-    """
-    state = torch.random.get_rng_state()  # dropout in train mode draws from the global RNG
-    try:
-        _check_extract_features(fn)
-    finally:
-        torch.random.set_rng_state(state)
-    print("✓ extract_features: eval mode, no gradients, labels kept, caller's mode restored.")
 
 
-def _check_extract_features(fn: Callable) -> None:
-    from .models import SmallCNN
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(48, 1, 8, 8, generator=g)
-    y = torch.arange(48) % 3
-    data = ArrayDataset(x, y)
-    torch.manual_seed(0)
-    net = SmallCNN(num_classes=3, widths=(8, 16), dropout=0.5)
-    with torch.no_grad():  # give BatchNorm running statistics that differ from any batch's
-        net.train()
-        for _ in range(3):
-            net(2.0 * torch.rand(16, 1, 8, 8, generator=g))
-        net.eval()
-        expected = net.body(x)
-    stats = copy.deepcopy(net.body.block1.bn.state_dict())
-    net.train()
-
-    out = fn(net.body, make_loader(data, 16))
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise _fail(f"fn should return a pair (X, y), got {type(out).__name__}",
-                    "collect features and labels batch by batch, then return "
-                    "(torch.cat(features), torch.cat(labels))")
-    X, labels = out
-    X, labels = torch.as_tensor(X), torch.as_tensor(labels)
-    if tuple(X.shape) != tuple(expected.shape):
-        raise _fail(f"X has shape {tuple(X.shape)}, expected {tuple(expected.shape)} "
-                    f"(48 examples x 16 features)", "concatenate the batches along dim 0")
-    if not torch.equal(labels.cpu().long(), y):
-        raise _fail("the labels do not match the loader's labels, in order",
-                    "append y from every batch and torch.cat them; do not shuffle")
-    if X.requires_grad or X.grad_fn is not None:
-        raise _fail("the features carry a gradient graph",
-                    "run the forward passes inside `with torch.no_grad():` (or decorate "
-                    "fn with @torch.no_grad()): no memory is spent on a graph")
-    for name, t in net.body.block1.bn.state_dict().items():
-        if not torch.equal(t, stats[name]):
-            raise _fail(f"BatchNorm's running statistics changed ({name})",
-                        "in train mode BatchNorm updates running_mean/var on every forward "
-                        "pass, even under no_grad: call model.eval() before the loop")
-    if not torch.allclose(X.cpu().float(), expected, atol=1e-5):
-        raise _fail("the features differ from the model's test-time (eval-mode) features",
-                    "call model.eval() before extracting: dropout and BatchNorm behave "
-                    "differently in train mode")
-    if not (net.body.training and all(m.training for m in net.body.modules())):
-        raise _fail("the model was in train mode but is not any more",
-                    "remember `was_training = model.training` first and end with "
-                    "`model.train(was_training)`")
-    net.eval()
-    fn(net.body, make_loader(data, 16))
-    if net.body.training:
-        raise _fail("the model was in eval mode but fn left it in train mode",
-                    "restore the mode the model had (model.train(was_training)); do not "
-                    "call model.train() unconditionally")
-
-    def broken_loader():
-        yield x[:16], y[:16]
-        raise RuntimeError("loader failed")
-
-    net.train()
-    try:
-        fn(net.body, broken_loader())
-    except RuntimeError:
-        pass
-    else:
-        raise _fail("an error from the loader was swallowed",
-                    "let exceptions propagate; do not catch them without re-raising")
-    if not net.body.training:
-        raise _fail("after an error half-way, the model was left in eval mode",
-                    "restore the mode in a `finally:` block, so it runs on errors too")

@@ -1,28 +1,20 @@
-"""Fine-tuning helpers: L2-SP, gradual unfreezing, LP-FT, k-fold epochs, forgetting (chapter 3).
+"""Fine-tuning methods: L2-SP, gradual unfreezing, LP-FT, epochs chosen by k-fold (chapter 3).
 
-Chapter 3 derives each of these; the notebook shows the idea inline and calls
-these helpers for the bookkeeping:
+Methods layer. Chapter 3 derives each of these; the notebook shows the idea
+inline and calls these helpers for the bookkeeping:
 
 - :func:`l2sp_penalty` pulls the fine-tuned weights towards the pretrained ones
   (Li et al. 2018), usable as ``tu.fit(..., penalty=...)``;
 - :class:`GradualUnfreezing` unfreezes a model top-down during training
   (Howard and Ruder 2018), usable as ``tu.fit(..., on_epoch_end=...)``;
-- :func:`lp_ft` trains the new head on frozen features, then everything
-  (Kumar et al. 2022);
+- :func:`lp_ft` fits the new head on frozen features, then fine-tunes
+  everything (Kumar et al. 2022);
 - :func:`kfold_epochs` chooses a number of epochs by k-fold cross-validation
-  when the target set is too small to spare a validation split;
-- :func:`source_task_accuracy` measures forgetting: the source task's accuracy
-  of a fine-tuned body with the source head put back;
-- :func:`check_param_groups` checks the chapter's exercise on discriminative
-  learning rates;
-- :class:`TransferGrid`, :func:`relative_change` and :func:`results_table` are
-  the bookkeeping of the chapter's experiments: train each configuration once,
-  measure how far the weights moved, print the results.
+  when the target set is too small to spare a validation split.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -30,220 +22,29 @@ import numpy as np
 import torch
 from torch import nn
 
-from .analysis import Summary, Table, format_table, summarize
-from .data import ArrayDataset, _stratified_folds, few_shot, make_loader
-from .experiments import transfer_run
-from .models import get_head
-from .surgery import _matches, freeze, param_groups, unfreeze
-from .training import History, evaluate, fit
+from . import _validate as V
+from .data import fold_splits, make_loader
+from .features import fit_linear_head
+from .models import head_name
+from .surgery import freeze, has_prefix, param_groups, unfreeze
+from .training import History, fit
 
 __all__ = [
-    "TransferGrid",
-    "relative_change",
-    "results_table",
     "L2SP",
     "l2sp_penalty",
     "GradualUnfreezing",
     "lp_ft",
     "KFoldEpochs",
     "kfold_epochs",
-    "plot_kfold",
-    "source_task_accuracy",
-    "check_param_groups",
 ]
 
 
-class TransferGrid:
-    """Train each (method, k, seed, settings) once; evaluate the trained models on any split.
-
-    Chapter 3 runs many overlapping experiments: the learning-rate sweep on a
-    validation split picks the body rate, the method comparison reports the
-    chosen setting on the test split, the layer-freezing experiment reuses the
-    fine-tuned and frozen runs, and the forgetting experiment measures the same
-    models on the source task. A grid trains each configuration with
-    :func:`transfer_utils.transfer_run` the first time it is asked for and keeps
-    the models, so nothing is trained twice.
-
-    Parameters
-    ----------
-    source : nn.Module
-        The pretrained model (never changed).
-    train : ArrayDataset
-        The pool that ``tu.few_shot(train, k, seed)`` draws the training sets from.
-    seeds : sequence of int
-        Every query is answered over these seeds.
-    **defaults
-        Arguments for every :func:`transfer_utils.transfer_run` call (``steps``,
-        ``lr``, ``device``, ...); a query's own arguments override them.
-
-    Examples
-    --------
-    >>> import transfer_utils as tu
-    >>> digits = tu.load_digits()
-    >>> pool, val = tu.split(digits, (0.8, 0.2), seed=0)
-    >>> grid = tu.TransferGrid(tu.zoo.load("mnist8_cnn"), pool, seeds=(0, 1), steps=5)
-    >>> s = grid.accuracy("frozen", 1, val)
-    >>> s.n, len(grid)
-    (2, 2)
-    >>> _ = grid.accuracy("frozen", 1, val)  # cached: nothing is trained again
-    >>> len(grid)
-    2
-    """
-
-    def __init__(self, source: nn.Module, train: ArrayDataset, *,
-                 seeds: Sequence[int] = (0, 1, 2), **defaults):
-        if not isinstance(train, ArrayDataset):
-            raise TypeError(f"train must be a tu.ArrayDataset, got {type(train).__name__}")
-        seeds = tuple(int(s) for s in seeds)
-        if not seeds:
-            raise ValueError("TransferGrid needs at least one seed")
-        self.source = source
-        self.train = train
-        self.seeds = seeds
-        self.defaults = defaults
-        self.seconds = 0.0
-        self._models: dict[tuple, nn.Module] = {}
-        self._scores: dict[tuple, float] = {}
-        self._data: dict[int, object] = {}
-
-    @staticmethod
-    def _key(method: str, k: int, seed: int, kwargs: dict) -> tuple:
-        return (method, int(k), int(seed), tuple(sorted(kwargs.items())))
-
-    def model(self, method: str, k: int, seed: int, **kwargs) -> nn.Module:
-        """The model trained by ``method`` on ``few_shot(train, k, seed)`` (trained once)."""
-        kw = {**self.defaults, **kwargs}
-        key = self._key(method, k, seed, kw)
-        if key not in self._models:
-            shots = few_shot(self.train, k, seed=seed)
-            run = transfer_run(method, self.source, shots, shots, seed=seed, **kw)
-            self.seconds += run["seconds"]
-            self._models[key] = run["model"]
-        return self._models[key]
-
-    def models(self, method: str, k: int, **kwargs) -> list[nn.Module]:
-        """One trained model per seed."""
-        return [self.model(method, k, s, **kwargs) for s in self.seeds]
-
-    def score(self, fn: Callable[[nn.Module], float], method: str, k: int, *,
-              name: str | None = None, **kwargs) -> Summary:
-        """Summarise ``fn(model)`` over seeds; cached when ``name`` is given."""
-        vals = []
-        for s in self.seeds:
-            m = self.model(method, k, s, **kwargs)
-            key = (name, self._key(method, k, s, {**self.defaults, **kwargs}))
-            if name is None or key not in self._scores:
-                v = float(fn(m))
-                if name is None:
-                    vals.append(v)
-                    continue
-                self._scores[key] = v
-            vals.append(self._scores[key])
-        return summarize(vals)
-
-    def accuracy(self, method: str, k: int, data: ArrayDataset, **kwargs) -> Summary:
-        """Accuracy on ``data`` over seeds (mean, std, 95% CI)."""
-        if not isinstance(data, ArrayDataset):
-            raise TypeError(f"data must be a tu.ArrayDataset, got {type(data).__name__}")
-        self._data[id(data)] = data  # keep it alive so its id stays unique
-        loader = make_loader(data, 512)
-        device = self.defaults.get("device")
-        return self.score(lambda m: evaluate(m, loader, device=device)["accuracy"],
-                          method, k, name=f"accuracy@{id(data)}", **kwargs)
-
-    def curve(self, method: str, ks: Sequence[int], data: ArrayDataset,
-              **kwargs) -> dict[int, Summary]:
-        """``{k: accuracy Summary}`` for :func:`transfer_utils.plot_curves`."""
-        if not list(ks):
-            raise ValueError("curve needs at least one k")
-        return {k: self.accuracy(method, k, data, **kwargs) for k in ks}
-
-    def __len__(self) -> int:
-        return len(self._models)
-
-    def __repr__(self) -> str:
-        return (f"TransferGrid({len(self)} trained runs, seeds {list(self.seeds)}, "
-                f"{self.seconds:.1f} s of training)")
-
-
-def relative_change(model: nn.Module, source: nn.Module | Mapping[str, torch.Tensor],
-                    prefix: str = "body") -> float:
-    r"""How far fine-tuning moved the weights: :math:`\|\theta - \theta^0\|_2 / \|\theta^0\|_2`.
-
-    Over the parameters under ``prefix`` that ``model`` and ``source`` share
-    (same name and shape). Chapter 3 uses it to show that a large body learning
-    rate carries the weights far from the pretrained ones.
-
-    Examples
-    --------
-    >>> import transfer_utils as tu
-    >>> net = tu.SmallCNN()
-    >>> tu.relative_change(net, net)
-    0.0
-    """
-    src = source.state_dict() if isinstance(source, nn.Module) else dict(source)
-    num = den = 0.0
-    n = 0
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if not _matches(name, prefix):
-                continue
-            s = src.get(name)
-            if s is None or tuple(s.shape) != tuple(p.shape):
-                continue
-            s = s.to(p.device, p.dtype)
-            num += float((p - s).pow(2).sum())
-            den += float(s.pow(2).sum())
-            n += 1
-    if n == 0:
-        raise ValueError(
-            f"relative_change found no parameter under {prefix!r} shared by model and source; "
-            "pass the pretrained model the target was copied from (and prefix='' for all)"
-        )
-    if den == 0:
-        raise ValueError("the source weights under the prefix are all zero: no relative scale")
-    return (num / den) ** 0.5
-
-
-def results_table(results: Mapping[str, Mapping], *, title: str = "", fmt: str = ".3f",
-                  column_format: str = "k={}") -> Table:
-    """A plain-text table: one row per outer key, one column per inner key.
-
-    Cells may be :class:`transfer_utils.Summary` (shown as ``mean ± std``), numbers
-    or strings. Column keys that are not strings are shown with ``column_format``
-    (``"k={}"`` for labels per class, ``"{:g}"`` for learning rates). Chapter 3
-    prints its results this way; the layout is :func:`transfer_utils.format_table`'s.
-
-    Examples
-    --------
-    >>> import transfer_utils as tu
-    >>> print(tu.results_table({"scratch": {1: tu.summarize([0.5, 0.7])}}, title="method"))
-    method  | k=1
-    --------+--------------
-    scratch | 0.600 ± 0.141
-    """
-    if not isinstance(results, Mapping) or not results:
-        raise ValueError("results_table needs a non-empty mapping {row: {column: value}}")
-    if not all(isinstance(row, Mapping) for row in results.values()):
-        raise TypeError("each row must be a mapping {column: value}")
-
-    def head(c) -> str:
-        return c if isinstance(c, str) else column_format.format(c)
-
-    rows = [{title: str(r), **{head(c): v for c, v in row.items()}} for r, row in results.items()]
-    return format_table(rows, floatfmt=fmt)
-
-
 def _head_prefix(model: nn.Module) -> str | None:
-    """Dotted name of the model's output layer (``"head"``, ``"fc"``, ...), or None."""
+    """Dotted name of the model's output layer, or None when it has no recognisable head."""
     try:
-        _, _, layer = get_head(model)
+        return head_name(model)
     except TypeError:
         return None
-    for name, module in model.named_modules():
-        if module is layer:
-            return name
-    return None  # pragma: no cover - get_head returns a submodule of model
 
 
 class L2SP:
@@ -273,7 +74,7 @@ class L2SP:
         if missing:
             raise ValueError(
                 f"the model has no parameters {missing[:3]} that this L2-SP penalty anchors; "
-                "build the penalty from the model you train: tu.l2sp_penalty(model, source, alpha)"
+                "build the penalty from the model you train: tu.l2sp_penalty(source, model, alpha)"
             )
         first = next(iter(params.values()))
         total = first.new_zeros(())
@@ -305,8 +106,8 @@ class L2SP:
 
 
 def l2sp_penalty(
-    model: nn.Module,
     source_state: nn.Module | Mapping[str, torch.Tensor],
+    model: nn.Module,
     alpha: float,
     *,
     beta: float = 0.0,
@@ -322,12 +123,12 @@ def l2sp_penalty(
 
     Parameters
     ----------
-    model : nn.Module
-        The model being fine-tuned (with its new head).
     source_state : nn.Module or state dict
         The pretrained weights to anchor to. Only parameters with the same name
         and shape in ``model`` are anchored; the values are copied, so later
         changes to the source do not move the anchor.
+    model : nn.Module
+        The model being fine-tuned (with its new head).
     alpha : float
         Strength of the pull towards the pretrained weights (``>= 0``).
     beta : float
@@ -348,7 +149,7 @@ def l2sp_penalty(
     >>> import copy, transfer_utils as tu
     >>> src = tu.SmallCNN(num_classes=10)
     >>> net = tu.replace_head(copy.deepcopy(src), 10)
-    >>> pen = tu.l2sp_penalty(net, src, alpha=0.01)
+    >>> pen = tu.l2sp_penalty(src, net, alpha=0.01)
     >>> pen(net).item()  # starts at the anchor: no penalty yet
     0.0
     >>> "head.weight" in pen.anchors
@@ -375,7 +176,7 @@ def l2sp_penalty(
     new: list[str] = []
     for name, p in model.named_parameters():
         src = source.get(name)
-        if (any(_matches(name, e) for e in exclude) or src is None
+        if (any(has_prefix(name, e) for e in exclude) or src is None
                 or tuple(src.shape) != tuple(p.shape)):
             new.append(name)
         else:
@@ -446,7 +247,7 @@ class GradualUnfreezing:
         for stage in self.stages:
             freeze(model, *stage)  # also checks that the prefixes exist
             outside = [n for n, p in model.named_parameters()
-                       if any(_matches(n, s) for s in stage) and id(p) not in in_opt]
+                       if any(has_prefix(n, s) for s in stage) and id(p) not in in_opt]
             if outside:
                 unfreeze(model, *(s for st in self.stages for s in st))
                 raise ValueError(
@@ -482,83 +283,90 @@ def lp_ft(
     model: nn.Module,
     train_loader,
     *,
-    head_epochs: int,
-    epochs: int,
+    epochs: int | None = None,
+    steps: int | None = None,
     lr: float = 1e-3,
     body_lr: float | None = None,
+    head_lr: float | None = None,
+    C: float = 1.0,
     head: str | None = None,
+    probe_data=None,
     val_loader=None,
     **fit_kwargs,
-) -> tuple[History, History]:
+) -> tuple[dict, History]:
     """Linear probing, then fine-tuning (LP-FT, Kumar et al. 2022), on any model with a head.
 
-    Stage 1 freezes everything but the head (BatchNorm in eval mode) and trains the
-    head for ``head_epochs``; stage 2 unfreezes everything and trains it all for
-    ``epochs``, the head at ``lr`` and the rest at ``body_lr``. Chapter 3 explains
-    why: a random head sends large, random gradients into the body; a head that
-    already fits the frozen features does not, so the pretrained features move
-    less. (:func:`transfer_utils.transfer_run` with ``"lp-ft"`` does the same by
-    optimizer steps for the book's experiments.)
+    Stage 1 fits the head to convergence on the frozen features
+    (:func:`transfer_utils.fit_linear_head`, a logistic regression with inverse
+    regularisation ``C``, fitted on ``probe_data``, default ``train_loader``);
+    stage 2 trains everything for ``epochs`` or ``steps``, the head at ``head_lr``
+    and the rest at ``body_lr`` (both ``lr`` unless given, and given together).
+    Chapter 3 explains why: a random head sends large, random gradients into the
+    body; a head that already fits the frozen features does not, so the
+    pretrained features move less. :func:`transfer_utils.transfer_run` with
+    ``"lp-ft"`` calls this function.
 
     Parameters
     ----------
     model : nn.Module
         Already with its new head (:func:`transfer_utils.replace_head`).
     train_loader : iterable of (x, y)
-    head_epochs, epochs : int
-        Epochs of the two stages (``head_epochs`` may be 0).
-    lr : float
-        Head learning rate (both stages).
-    body_lr : float, optional
-        Learning rate of everything else in stage 2 (default ``lr``).
+    epochs, steps : int
+        Length of the fine-tuning stage: exactly one of them.
+    lr, body_lr, head_lr : float
+        Learning rates of the fine-tuning stage.
+    C : float
+        Inverse L2 strength of the probe (choose it on validation data).
     head : str, optional
         Name of the head; found automatically for ``.head``, ``.fc``, ``.classifier``.
+    probe_data : dataset or loader, optional
+        What the probe is fitted on (default ``train_loader``).
     val_loader : optional
-        Passed to both stages of :func:`transfer_utils.fit`.
+        Passed to the fine-tuning stage's :func:`transfer_utils.fit`.
     **fit_kwargs
-        Other arguments of :func:`transfer_utils.fit` (``device``, ``progress``, ...).
+        Other arguments of :func:`transfer_utils.fit` (``device``, ``progress``, ``seed``...).
 
     Returns
     -------
-    (History, History)
-        The histories of the probing and the fine-tuning stage (the first is
-        empty when ``head_epochs`` is 0).
+    (dict, History)
+        What the probe stage reported (:func:`transfer_utils.fit_linear_head`) and
+        the history of the fine-tuning stage.
 
     Examples
     --------
     >>> import transfer_utils as tu
-    >>> net = tu.replace_head(tu.SmallCNN(), 10)
+    >>> net = tu.replace_head(tu.zoo.load("mnist8_cnn"), 10)
     >>> loader = tu.make_loader(tu.few_shot(tu.load_digits(), 2), 10, shuffle=True)
-    >>> lp, ft = tu.lp_ft(net, loader, head_epochs=1, epochs=1, body_lr=1e-4, progress=False)
-    >>> lp.epochs, ft.epochs
-    (1, 1)
+    >>> probe, ft = tu.lp_ft(net, loader, steps=3, progress=False)
+    >>> probe["train_accuracy"] > 0.5, ft.steps
+    (True, 3)
     """
-    if isinstance(head_epochs, bool) or not isinstance(head_epochs, int) or head_epochs < 0:
-        raise ValueError(f"head_epochs must be a non-negative integer, got {head_epochs!r}")
-    for bad in ("optimizer", "epochs"):
+    V.epochs_or_steps(epochs, steps, "lp_ft")
+    for bad in ("optimizer",):
         if bad in fit_kwargs:
-            raise TypeError(f"lp_ft builds its own optimizers; do not pass {bad!r}")
+            raise TypeError(f"lp_ft builds its own optimizer; do not pass {bad!r}")
+    if (body_lr is None) != (head_lr is None):
+        raise TypeError("lp_ft: give both body_lr and head_lr, or neither (then both are lr); "
+                        f"got body_lr={body_lr!r}, head_lr={head_lr!r}")
+    lr = V.positive(lr, "lr", "lp_ft")
+    body_lr = lr if body_lr is None else V.nonneg(body_lr, "body_lr", "lp_ft")
+    head_lr = lr if head_lr is None else V.positive(head_lr, "head_lr", "lp_ft")
     head = head or _head_prefix(model)
     if head is None:
         raise TypeError(
             f"lp_ft cannot find the head of {type(model).__name__}; pass head='name' "
             "(the dotted name of the output layer)"
         )
-    body_lr = lr if body_lr is None else body_lr
-    probe_hist = History()
-    if head_epochs:
-        freeze(model)
-        unfreeze(model, head)
-        try:
-            probe_hist = fit(model, train_loader, epochs=head_epochs, lr=lr,
-                             val_loader=val_loader, **fit_kwargs)
-        finally:
-            unfreeze(model)
-    unfreeze(model)
-    groups = param_groups(model, {head: lr}, default_lr=body_lr)
-    ft_hist = fit(model, train_loader, epochs=epochs, optimizer=torch.optim.Adam(groups),
-                  val_loader=val_loader, **fit_kwargs)
-    return probe_hist, ft_hist
+    freeze(model)
+    try:
+        probe = fit_linear_head(model, train_loader if probe_data is None else probe_data, C=C,
+                                device=fit_kwargs.get("device"))
+    finally:
+        unfreeze(model)
+    groups = param_groups(model, {head: head_lr}, default_lr=body_lr)
+    ft_hist = fit(model, train_loader, epochs=epochs, steps=steps,
+                  optimizer=torch.optim.Adam(groups), val_loader=val_loader, **fit_kwargs)
+    return probe, ft_hist
 
 
 @dataclass
@@ -608,7 +416,7 @@ def _choose_epoch(mean: np.ndarray, se: np.ndarray, lower_is_better: bool, rule:
 
 def kfold_epochs(
     make_model: Callable[[], nn.Module],
-    dataset: ArrayDataset,
+    dataset,
     *,
     max_epochs: int,
     folds: int = 5,
@@ -633,8 +441,9 @@ def kfold_epochs(
     make_model : callable
         ``make_model() -> nn.Module``, a fresh model for each fold (e.g. a copy of
         the pretrained model with a new head).
-    dataset : ArrayDataset
-        The whole small training set; every class needs at least ``folds`` examples.
+    dataset : Dataset
+        The whole small training set; every class needs at least ``folds`` examples
+        (the folds come from :func:`transfer_utils.fold_splits`).
     max_epochs : int
         Length of each fold's curve.
     folds : int
@@ -667,30 +476,16 @@ def kfold_epochs(
     >>> res.val_acc.shape, 1 <= res.best_epoch <= 2
     ((3, 2), True)
     """
-    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
-    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
-        raise ValueError(f"max_epochs must be a positive integer, got {max_epochs!r}")
+    max_epochs = V.positive_int(max_epochs, "max_epochs", "kfold_epochs")
     if criterion not in ("loss", "accuracy"):
         raise ValueError(f"criterion must be 'loss' or 'accuracy', got {criterion!r}")
     if rule not in ("best", "1se"):
         raise ValueError(f"rule must be 'best' or '1se', got {rule!r}")
-    if not isinstance(dataset, ArrayDataset):
-        raise TypeError(f"dataset must be a tu.ArrayDataset, got {type(dataset).__name__}")
-    counts = dataset.y.cpu().bincount()
-    counts = counts[counts > 0]
-    if len(counts) == 0 or int(counts.min()) < folds:
-        raise ValueError(
-            f"kfold_epochs needs at least {folds} examples of every class for {folds} folds; "
-            f"the smallest class has {int(counts.min()) if len(counts) else 0}: use fewer folds"
-        )
+    parts = fold_splits(dataset, folds, seed=seed)
     make_optimizer = make_optimizer or (lambda m: torch.optim.Adam(
         [p for p in m.parameters() if p.requires_grad], lr=1e-3))
-    parts = _stratified_folds(dataset.y.cpu(), folds, seed)
     losses, accs = [], []
-    for f, held in enumerate(parts):
-        rest = torch.cat([p for i, p in enumerate(parts) if i != f]).sort().values
-        train_part, val_part = dataset.subset(rest), dataset.subset(held)
+    for f, (train_part, val_part) in enumerate(parts):
         torch.manual_seed(seed + f)
         model = make_model()
         hist = fit(model, make_loader(train_part, min(batch_size, len(train_part)), shuffle=True,
@@ -706,165 +501,7 @@ def kfold_epochs(
     return result
 
 
-def plot_kfold(result: KFoldEpochs, *, metric: str | None = None,
-               reference: History | None = None, reference_label: str = "validation split",
-               ax=None):
-    """Plot the k-fold held-out curve (mean ± one standard error) and the chosen epoch.
-
-    ``reference`` adds the validation curve of a :class:`transfer_utils.History`
-    (e.g. one run watched on a large validation split) for comparison. Returns
-    the matplotlib Figure (chapter 3).
-    """
-    import matplotlib.pyplot as plt
-
-    metric = metric or result.criterion
-    mean, se = result.curve(metric)
-    epochs = np.arange(1, result.max_epochs + 1)
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.5, 3.8))
-    ax.plot(epochs, mean, label=f"{result.folds}-fold held-out (mean ± SE)")
-    ax.fill_between(epochs, mean - se, mean + se, alpha=0.25)
-    if reference is not None:
-        ref = reference.val_loss if metric == "loss" else reference.val_acc
-        if not ref:
-            raise ValueError("reference has no validation curve: fit it with val_loader=...")
-        ax.plot(np.arange(1, len(ref) + 1), ref, "--", label=reference_label)
-    ax.axvline(result.best_epoch, color="grey", ls=":",
-               label=f"chosen epoch {result.best_epoch} ({result.rule})")
-    ax.set(xlabel="epoch", ylabel=f"held-out {metric}")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    return fig
 
 
-def source_task_accuracy(
-    model: nn.Module,
-    source: nn.Module,
-    data: ArrayDataset,
-    *,
-    device: str | torch.device | None = None,
-) -> float:
-    """Source-task accuracy of a fine-tuned body with the source model's head put back.
-
-    Chapter 3 measures forgetting this way: the fine-tuned ``model`` keeps its
-    body (weights and BatchNorm statistics), its head is replaced by a copy of
-    ``source``'s head, and the result is evaluated on the source task's ``data``.
-    Neither model is changed.
-
-    Examples
-    --------
-    >>> import transfer_utils as tu
-    >>> src = tu.SmallCNN(num_classes=10)
-    >>> acc = tu.source_task_accuracy(src, src, tu.load_digits())
-    >>> 0.0 <= acc <= 1.0
-    True
-    """
-    *_, head_s = get_head(source)
-    probe = copy.deepcopy(model)
-    parent, attr, head = get_head(probe)
-    if head.in_features != head_s.in_features:
-        raise ValueError(
-            f"the source head reads {head_s.in_features} features but the model's body gives "
-            f"{head.in_features}: source_task_accuracy needs the body the source was copied to"
-        )
-    new_head = copy.deepcopy(head_s).to(device=head.weight.device)
-    setattr(parent, attr, new_head)
-    if data.num_classes != head_s.out_features:
-        raise ValueError(
-            f"data has {data.num_classes} classes but the source head has "
-            f"{head_s.out_features} outputs: pass the source task's data "
-            "(tu.zoo.source_data(name)[1] for a zoo model)"
-        )
-    return evaluate(probe, make_loader(data, 512), device=device)["accuracy"]
 
 
-def check_param_groups(groups, model: nn.Module, *, ratio: float = 10.0) -> None:
-    """Check the exercise "write the parameter groups so the head learns 10x faster".
-
-    Passes when ``groups`` (a list of dicts with ``"params"`` and ``"lr"``, as an
-    optimizer takes them) holds every trainable parameter of ``model`` exactly
-    once, every body parameter has one learning rate, every head parameter has
-    one learning rate, and the head's is ``ratio`` times the body's. Prints a
-    short confirmation; raises ``AssertionError`` with a hint otherwise.
-
-    Examples
-    --------
-    >>> import transfer_utils as tu
-    >>> net = tu.SmallCNN()
-    >>> tu.check_param_groups([{"params": net.body.parameters(), "lr": 1e-4},
-    ...                        {"params": net.head.parameters(), "lr": 1e-3}], net)
-    Correct: the head learns 10x faster than the body (head 0.001, body 0.0001).
-    """
-    head = _head_prefix(model)
-    if head is None:
-        raise TypeError(f"check_param_groups cannot find the head of {type(model).__name__}")
-    if isinstance(groups, torch.optim.Optimizer):
-        groups = groups.param_groups
-    if isinstance(groups, Mapping) or not isinstance(groups, (list, tuple)):
-        raise AssertionError(
-            "Hint: give a list of dicts, one per group, e.g. "
-            "[{'params': model.body.parameters(), 'lr': ...}, "
-            "{'params': model.head.parameters(), 'lr': ...}]"
-        )
-    lr_of: dict[int, float] = {}
-    for i, g in enumerate(groups):
-        if not isinstance(g, Mapping) or "params" not in g:
-            raise AssertionError(f"Hint: group {i} must be a dict with a 'params' entry")
-        if "lr" not in g:
-            raise AssertionError(
-                f"Hint: group {i} has no 'lr'; give each group its own learning rate"
-            )
-        params = g["params"]
-        params = [params] if isinstance(params, torch.Tensor) else list(params)
-        for p in params:
-            if id(p) in lr_of:
-                raise AssertionError(
-                    "Hint: a parameter appears in two groups; each parameter belongs to exactly "
-                    "one group (the optimizer would refuse this list)"
-                )
-            lr_of[id(p)] = float(g["lr"])
-    names = {id(p): n for n, p in model.named_parameters()}
-    foreign = [i for i in lr_of if i not in names]
-    if foreign:
-        raise AssertionError(
-            "Hint: the groups hold parameters that are not the model's; take them from the "
-            "model you pass (model.body.parameters(), model.head.parameters())"
-        )
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in lr_of]
-    if missing:
-        raise AssertionError(
-            f"Hint: {len(missing)} trainable parameters are in no group (e.g. {missing[:2]}): "
-            "the optimizer would never update them"
-        )
-    body_lrs = {lr for i, lr in lr_of.items() if not _matches(names[i], head)}
-    head_lrs = {lr for i, lr in lr_of.items() if _matches(names[i], head)}
-    if not head_lrs or not body_lrs:
-        raise AssertionError("Hint: give the body and the head each a group")
-    if len(body_lrs) > 1 or len(head_lrs) > 1:
-        raise AssertionError(
-            f"Hint: use one rate for the whole body and one for the head; got body rates "
-            f"{sorted(body_lrs)} and head rates {sorted(head_lrs)}"
-        )
-    body_lr, head_lr = body_lrs.pop(), head_lrs.pop()
-    if head_lr == body_lr:
-        raise AssertionError(
-            f"Hint: the body and the head both learn at {head_lr:g}; the new head should "
-            f"learn {ratio:g}x faster than the pretrained body (e.g. body {head_lr / ratio:g})"
-        )
-    if body_lr <= 0:
-        raise AssertionError(
-            "Hint: a body rate of 0 freezes the body; the exercise asks for a smaller rate, "
-            "not none"
-        )
-    if head_lr < body_lr:
-        raise AssertionError(
-            f"Hint: the rates are the wrong way round (body {body_lr:g}, head {head_lr:g}): "
-            "the pretrained body gets the smaller rate"
-        )
-    if not np.isclose(head_lr / body_lr, ratio, rtol=1e-6):
-        raise AssertionError(
-            f"Hint: the head learns {head_lr / body_lr:g}x faster than the body; the exercise "
-            f"asks for {ratio:g}x"
-        )
-    print(f"Correct: the head learns {ratio:g}x faster than the body "
-          f"(head {head_lr:g}, body {body_lr:g}).")

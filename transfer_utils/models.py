@@ -1,14 +1,32 @@
-"""Small model families sized for the book's data, and head replacement (chapter 3)."""
+"""Models: the book's small model families, finding and replacing heads, torchvision ResNet-18.
+
+Core layer. :class:`SmallCNN` and :class:`MLP` are ``body`` + ``head`` networks
+sized for the book's data; :func:`get_head` finds the output layer of those and
+of torchvision models (``.fc``, ``.classifier``), which every helper that needs
+"the head" uses (chapter 3); :func:`resnet18_for` is the "at scale" path of
+chapter 6.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-__all__ = ["SmallCNN", "MLP", "replace_head", "get_head", "count_parameters"]
+from . import _validate as V
+from .checkpoint import load_checkpoint
+from .surgery import adapt_first_conv
+
+__all__ = ["SmallCNN", "MLP", "replace_head", "get_head", "head_name", "body_blocks",
+           "get_submodule", "count_parameters", "IMAGENET_MEAN", "IMAGENET_STD",
+           "WeightsUnavailableError", "resnet18_for"]
 
 
 def _conv_block(dims: int, c_in: int, c_out: int, batchnorm: bool) -> nn.Sequential:
@@ -68,7 +86,7 @@ class SmallCNN(nn.Module):
             raise ValueError(f"dims must be 1 (signals) or 2 (images), got {dims!r}")
         if not widths or any(int(w) < 1 for w in widths):
             raise ValueError(f"widths must be a non-empty sequence of positive ints, got {widths!r}")
-        _check_classes(num_classes)
+        _num_classes_arg(num_classes)
         self.config = dict(
             num_classes=num_classes, in_channels=in_channels, widths=list(widths),
             batchnorm=batchnorm, dims=dims, dropout=dropout,
@@ -121,7 +139,7 @@ class MLP(nn.Module):
             raise ValueError(f"in_features must be positive, got {in_features!r}")
         if any(int(h) < 1 for h in hidden):
             raise ValueError(f"hidden sizes must be positive ints, got {hidden!r}")
-        _check_classes(num_classes)
+        _num_classes_arg(num_classes)
         self.config = dict(
             in_features=in_features, hidden=list(hidden), num_classes=num_classes, dropout=dropout
         )
@@ -140,9 +158,8 @@ class MLP(nn.Module):
         return self.head(self.body(x))
 
 
-def _check_classes(num_classes: int) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+def _num_classes_arg(num_classes: int) -> None:
+    V.positive_int(num_classes, "num_classes")
 
 
 _HEAD_ATTRS = ("head", "fc", "classifier")
@@ -162,10 +179,10 @@ def get_head(model: nn.Module) -> tuple[nn.Module, str, nn.Linear]:
         if isinstance(layer, nn.Sequential) and len(layer) and isinstance(layer[-1], nn.Linear):
             return layer, str(len(layer) - 1), layer[-1]
     raise TypeError(
-        f"replace_head does not know where the output layer of {type(model).__name__} is: "
-        "it looks for a Linear at .head (the book's models), .fc (ResNet) or at the end of "
-        ".classifier (VGG, MobileNet); replace the layer by hand, e.g. "
-        "model.<attr> = nn.Linear(in_features, num_classes)"
+        f"cannot find the output layer (head) of {type(model).__name__}: tu looks for a "
+        "Linear at .head (the book's models), .fc (ResNet) or at the end of .classifier "
+        "(VGG, MobileNet); give your model one of those attributes, e.g. "
+        "model.head = nn.Linear(in_features, num_classes)"
     )
 
 
@@ -182,7 +199,7 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     >>> net(torch.zeros(1, 1, 28, 28)).shape
     torch.Size([1, 5])
     """
-    _check_classes(num_classes)
+    _num_classes_arg(num_classes)
     parent, attr, old = get_head(model)
     new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
     new = new.to(device=old.weight.device, dtype=old.weight.dtype)
@@ -192,6 +209,229 @@ def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
     return model
 
 
+def head_name(model: nn.Module) -> str:
+    """Dotted name of the output layer found by :func:`get_head` (``"head"``, ``"fc"``, ...).
+
+    Examples
+    --------
+    >>> import torchvision, transfer_utils as tu
+    >>> tu.head_name(tu.SmallCNN()), tu.head_name(torchvision.models.resnet18())
+    ('head', 'fc')
+    """
+    _, _, layer = get_head(model)
+    for name, module in model.named_modules():
+        if module is layer:
+            return name
+    raise TypeError(f"the head of {type(model).__name__} is not one of its submodules")
+
+
+def body_blocks(model: nn.Module) -> list[str]:
+    """Dotted names of the blocks before the head, input side first: what "partial" freezes.
+
+    For the book's models, the children of ``body`` (``body.block1``, ...); for
+    other models (a torchvision ResNet), the top-level children other than the
+    head (``conv1``, ``bn1``, ..., ``layer4``, ``avgpool``). Children without
+    parameters are listed too, so ``blocks[:n]`` is "the first n blocks".
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> tu.body_blocks(tu.SmallCNN())[:3]
+    ['body.block1', 'body.block2', 'body.block3']
+    """
+    head = head_name(model)
+    body = getattr(model, "body", None)
+    if isinstance(body, nn.Module) and head != "body" and not head.startswith("body."):
+        return [f"body.{n}" for n, _ in body.named_children()]
+    top = head.split(".")[0]
+    return [n for n, _ in model.named_children() if n != top]
+
+
+def get_submodule(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name`` (dotted, as in ``named_modules``), or an error listing names.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> type(tu.get_submodule(tu.SmallCNN(), "body.block1.conv")).__name__
+    'Conv2d'
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"a layer name must be a string such as 'body.block2', got {name!r}")
+    modules = dict(model.named_modules())
+    if name not in modules:
+        names = [n for n in modules if n]
+        raise ValueError(
+            f"{type(model).__name__} has no submodule named {name!r}; "
+            f"choose one of {names[:20]}{' ...' if len(names) > 20 else ''}"
+        )
+    return modules[name]
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (only those with ``requires_grad`` when ``trainable_only``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+#: Per-channel (R, G, B) mean and std of ImageNet, which torchvision's pretrained models expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were asked for but cannot be had (no network, no cached file)."""
+
+
+def _reachable(host: str, port: int, timeout: float) -> tuple[bool, str]:
+    """Can a TCP connection to ``host:port`` be opened within ``timeout`` seconds (DNS included)?"""
+    result: dict[str, str | bool] = {}
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result["ok"] = True
+        except Exception as err:  # noqa: BLE001 - any failure means "unreachable"; it is reported
+            result["error"] = f"{type(err).__name__}: {err}"
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)  # name resolution ignores socket timeouts: never wait longer than this
+    if thread.is_alive():
+        return False, f"no answer within {timeout:g} s"
+    if result.get("ok"):
+        return True, ""
+    return False, str(result.get("error", "unknown error"))
+
+
+def _imagenet_state(weights, timeout: float) -> dict[str, torch.Tensor]:
+    from torchvision.models import ResNet18_Weights
+
+    try:
+        enum = ResNet18_Weights.verify(weights)
+    except (KeyError, ValueError, TypeError) as err:
+        names = ", ".join(["'DEFAULT'", *(f"'{w.name}'" for w in ResNet18_Weights)])
+        raise ValueError(
+            f"unknown weights {weights!r} for ResNet-18; use None (random initialisation), one of "
+            f"{names}, a ResNet18_Weights member, or the path of a local .safetensors/.pt file"
+        ) from err
+    url = enum.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    if cached.exists():
+        return torch.load(cached, map_location="cpu", weights_only=True)
+    host = urlparse(url).hostname or ""
+    how_to = (
+        f"use weights=None for a randomly initialised stand-in (its numbers then say nothing "
+        f"about ImageNet pretraining), or download {url} on a machine with network access and "
+        f"copy it to {cached}"
+    )
+    if os.environ.get("TU_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise WeightsUnavailableError(
+            f"ImageNet weights for ResNet-18 are not cached and TU_OFFLINE is set; {how_to}"
+        )
+    ok, why = _reachable(host, 443, timeout)
+    if not ok:
+        raise WeightsUnavailableError(
+            f"cannot download the ImageNet weights of ResNet-18: {host} is unreachable ({why}); "
+            f"this machine seems to be offline. {how_to[0].upper()}{how_to[1:]}"
+        )
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(max(30.0, timeout))  # a stalled transfer errors out, never hangs
+    try:
+        return enum.get_state_dict(progress=False, check_hash=True)
+    except OSError as err:  # URLError, timeouts and connection resets are OSErrors
+        raise WeightsUnavailableError(
+            f"downloading the ImageNet weights of ResNet-18 failed ({err}); {how_to}"
+        ) from err
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def resnet18_for(
+    num_classes: int,
+    in_channels: int = 1,
+    weights=None,
+    *,
+    timeout: float = 5.0,
+    reduce: str = "sum",
+) -> nn.Module:
+    """A torchvision ResNet-18 ready for a new task: its first conv adapted, a new ``fc`` head.
+
+    This is the "at scale" path of chapter 6: the same three steps you would take
+    with any ImageNet model (load the weights, adapt the first layer to the
+    input channels, replace the classifier).
+
+    Parameters
+    ----------
+    num_classes : int
+        Outputs of the new ``fc`` layer.
+    in_channels : int
+        Input channels of the data (1 for greyscale); the first conv's RGB filters
+        are combined by :func:`adapt_first_conv` (``reduce``) when this is not 3.
+    weights : None, str, ResNet18_Weights or path
+        ``None``: random initialisation, the offline *stand-in* for pretrained
+        weights (the book's pages are built this way, without network).
+        ``"DEFAULT"`` / ``"IMAGENET1K_V1"`` / a ``ResNet18_Weights`` member: the
+        ImageNet weights, from torch's cache or downloaded; when they are not cached
+        and the download server cannot be reached within ``timeout`` seconds,
+        :class:`WeightsUnavailableError` is raised at once (it never hangs; set
+        ``TU_OFFLINE=1`` to skip the network check entirely). A path to a
+        ``.safetensors`` or ``.pt`` file: a local checkpoint with the layout of
+        torchvision's ResNet-18 (any input channels, any ``fc``), loaded safely with
+        :func:`transfer_utils.load_checkpoint`. A checkpoint whose ``fc`` already
+        has ``num_classes`` outputs (a model fine-tuned for this task) keeps its
+        trained head and first layer; one with another number of outputs (a
+        source model) gets a new, untrained head.
+    timeout : float
+        Seconds to wait for the download server before giving up.
+    reduce : {"sum", "mean"}
+        How :func:`adapt_first_conv` combines the colour filters.
+
+    Examples
+    --------
+    >>> import torch, transfer_utils as tu
+    >>> net = tu.resnet18_for(10, in_channels=1, weights=None)
+    >>> net(torch.zeros(2, 1, 32, 32)).shape
+    torch.Size([2, 10])
+    """
+    import torchvision
+
+    if not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if weights is None:
+        model = torchvision.models.resnet18(weights=None)
+    elif isinstance(weights, (os.PathLike, str)) and Path(weights).suffix in (
+        ".safetensors", ".pt", ".pth"
+    ):
+        state = load_checkpoint(weights).state_dict
+        model = torchvision.models.resnet18(weights=None)
+        fc = {k: v for k, v in state.items() if k.startswith("fc.")}
+        if "fc.weight" in fc:  # the checkpoint's head may have any number of classes
+            model.fc = nn.Linear(fc["fc.weight"].shape[1], fc["fc.weight"].shape[0],
+                                 bias="fc.bias" in fc)
+        conv = state.get("conv1.weight")
+        if conv is not None and conv.ndim == 4 and conv.shape[1] != 3:  # saved after adapting
+            adapt_first_conv(model, int(conv.shape[1]))
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(
+                f"{Path(weights).name} does not hold torchvision ResNet-18 weights "
+                f"({str(err).splitlines()[0]}); save the model with "
+                "tu.save_checkpoint(path, model) after fine-tuning a tu.resnet18_for model"
+            ) from None
+    else:
+        state = _imagenet_state(weights, float(timeout))  # fails fast, before building anything
+        model = torchvision.models.resnet18(weights=None)
+        model.load_state_dict(state)
+    if model.conv1.in_channels != in_channels:
+        adapt_first_conv(model, in_channels, reduce=reduce)
+    if model.fc.out_features == num_classes and not (weights is None or _is_imagenet(weights)):
+        return model  # a fine-tuned checkpoint for this task: keep its trained head
+    return replace_head(model, num_classes)
+
+
+def _is_imagenet(weights) -> bool:
+    return not (isinstance(weights, (os.PathLike, str)) and Path(weights).suffix in (
+        ".safetensors", ".pt", ".pth"))

@@ -1,4 +1,7 @@
-"""Runtime set-up: seeding, device choice and progress-bar policy for every chapter."""
+"""Runtime: seeding, device choice, CPU threads and the progress-bar policy for every chapter.
+
+Core layer, imported by every other module; it imports none of them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "get_device", "progress_enabled", "set_progress", "setup"]
+__all__ = ["seed_everything", "get_device", "progress_enabled", "set_progress", "setup",
+           "default_threads"]
 
 _KNOWN_DEVICES = ("cpu", "cuda", "mps")
 _progress_override: bool | None = None
@@ -149,11 +153,7 @@ def setup(
     """
     seed_everything(seed)
     if threads is None:
-        raw = os.environ.get("TU_THREADS", "1")
-        try:
-            threads = int(raw)
-        except ValueError:
-            raise ValueError(f"TU_THREADS must be a positive integer, got {raw!r}") from None
+        threads = default_threads()
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     torch.set_num_threads(threads)
@@ -162,3 +162,26 @@ def setup(
     mpl.rcParams.update({"figure.dpi": 100, "axes.spines.top": False,
                          "axes.spines.right": False, "figure.figsize": (5.5, 3.8)})
     return get_device(device)
+
+
+def default_threads() -> int:
+    """CPU threads for PyTorch: the environment variable ``TU_THREADS``, else 1.
+
+    Used by :func:`setup` and the zoo's command line, so both read the variable
+    the same way; a value that is not a positive integer is an error.
+
+    Examples
+    --------
+    >>> import os, transfer_utils as tu
+    >>> os.environ.pop("TU_THREADS", None) and None
+    >>> tu.default_threads()
+    1
+    """
+    raw = os.environ.get("TU_THREADS", "1").strip()
+    try:
+        threads = int(raw)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"TU_THREADS must be a positive integer, got {raw!r}; unset it for 1")
+    return threads

@@ -79,7 +79,7 @@ def _ce_step(loss_fn: Callable) -> LossStep:
     return step
 
 
-def _check_loader(loader: Iterable, what: str) -> None:
+def _require_loader(loader: Iterable, what: str) -> None:
     if loader is None or isinstance(loader, (str, bytes, torch.Tensor)) or not hasattr(
         loader, "__iter__"
     ):
@@ -222,9 +222,9 @@ def train_loop(
         if val_loader is None:
             raise ValueError("early_stopping needs a val_loader to watch; pass val_loader=...")
         V.positive_int(early_stopping, "early_stopping (a patience in epochs)", desc)
-    _check_loader(train_loader, "train_loader")
+    _require_loader(train_loader, "train_loader")
     if val_loader is not None:
-        _check_loader(val_loader, "val_loader")
+        _require_loader(val_loader, "val_loader")
     if seed is not None:
         seed_everything(V.seed_value(seed, desc))
     device = get_device(device)
@@ -259,8 +259,11 @@ def train_loop(
                     x, y = _split_batch(batch, "train_loader")
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                     y = _class_labels(y, None, "train_loader")
-                else:
-                    x, y = batch
+                else:  # passed on as it comes; tensors are moved to the device
+                    x, y = batch if isinstance(batch, (tuple, list)) and len(batch) == 2 \
+                        else (batch, None)
+                    x = x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x
+                    y = y.to(device, non_blocking=True) if isinstance(y, torch.Tensor) else y
                 loss, logits = compute_loss(model, x, y)
                 if class_labels and logits.dim() == 2 and y.numel():
                     _class_labels(y, logits.shape[1], "train_loader")
@@ -457,7 +460,7 @@ def predict(
             f"predict takes a loader of (x, y) batches, got the path {str(loader)!r}; for one "
             "image file, load it as a tensor [1, C, H, W] and call model(x)"
         )
-    _check_loader(loader, "loader")
+    _require_loader(loader, "loader")
     device = get_device(device)
     was_training = model.training
     model.to(device).eval()

@@ -36,7 +36,7 @@ def _names(class_names: Sequence[str] | None, k: int) -> list[str]:
     return names
 
 
-def _check_temperatures(temperatures) -> list[float]:
+def _temperature_list(temperatures) -> list[float]:
     temps = [float(t) for t in temperatures]
     if not temps or any(not (t > 0 and math.isfinite(t)) for t in temps):
         raise ValueError(f"temperatures must be positive numbers, got {list(temperatures)}")
@@ -95,7 +95,7 @@ def plot_softened(
 
     z = _one_example(logits)
     names = _names(class_names, len(z))
-    temps = _check_temperatures(temperatures)
+    temps = _temperature_list(temperatures)
     # two panels per row: readable at the width of a book page or a notebook
     ncols = min(2, len(temps))
     nrows = -(-len(temps) // ncols)
@@ -179,7 +179,7 @@ def temperature_widget(
 
     z = _one_example(logits)
     names = _names(class_names, len(z))
-    lo, hi = _check_temperatures([min_temperature, max_temperature])
+    lo, hi = _temperature_list([min_temperature, max_temperature])
     if not lo < hi:
         raise ValueError(f"min_temperature ({lo}) must be below max_temperature ({hi})")
     if not lo <= temperature <= hi:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import _validate as V
 from .. import data as _data
 from .. import models as _models
 from ..checkpoint import load_checkpoint, save_checkpoint, sha256_file
@@ -45,10 +46,9 @@ def available() -> list[str]:
 
 def info(name: str) -> dict:
     """The recipe and recorded metadata (data, model, training, sha256, metrics) of a model."""
-    path = ZOO_DIR / f"{name}.json"
-    if not isinstance(name, str) or not path.exists():
+    if not isinstance(name, str) or name not in available():
         raise ValueError(f"unknown zoo model {name!r}; available: {', '.join(available())}")
-    return json.loads(path.read_text())
+    return json.loads((ZOO_DIR / f"{name}.json").read_text())
 
 
 def _build_model(recipe: dict) -> nn.Module:
@@ -90,11 +90,13 @@ def train(
     """
     recipe = info(name)
     t = recipe["train"]
-    seed_everything(t.get("seed", 0) if seed is None else seed)
+    if epochs is not None:
+        epochs = V.positive_int(epochs, "epochs", "zoo.train")
+    if max_examples is not None:
+        max_examples = V.positive_int(max_examples, "max_examples", "zoo.train")
+    seed_everything(t.get("seed", 0) if seed is None else V.seed_value(seed, "zoo.train"))
     train_ds, val_ds = source_data(name)
     if max_examples is not None:
-        if max_examples < 1:
-            raise ValueError(f"max_examples must be positive, got {max_examples}")
         train_ds = train_ds.subset(torch.arange(min(max_examples, len(train_ds))))
     shift = t.get("augment_shift", 0)
     loader = _data.make_loader(

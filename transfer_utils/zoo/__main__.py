@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
 
+from ..runtime import default_threads
 from . import available, build, info, load
 
 
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("names", nargs="+")
     sub.add_parser("verify", help="load every model, checking its hash")
     args = parser.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("TU_THREADS", "1")))  # see tu.setup
+    torch.set_num_threads(default_threads())  # read the way tu.setup reads it
     if args.cmd == "list":
         for name in available():
             print(f"{name:24s} {info(name).get('metrics', 'not built')}")

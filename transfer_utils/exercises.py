@@ -1,0 +1,651 @@
+"""Every exercise grader of the book (``tu.check_*``): one success style, one hint style.
+
+Present layer. Each grader calls the reader's function on cases with known
+answers. On success it prints one line that starts with ``Correct:``; otherwise it
+raises ``AssertionError`` whose message says what was wrong and ends with
+``Hint: ...`` (what to change). The chapter that poses each exercise is named in
+its docstring.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .analysis import summarize
+from .data import ArrayDataset, make_loader
+from .diagnostics import leep
+from .distill import kd_loss
+from .guide import GUIDE_METHODS, GUIDE_SCENARIOS, normalise_method
+from .models import SmallCNN, head_name
+from .surgery import has_prefix
+
+__all__ = ["check_ci95", "check_attribute_map", "check_param_groups", "check_extract_features",
+           "check_kd_loss", "check_adapt_first_conv", "check_safe_loader",
+           "check_decision_guide", "check_leep"]
+
+
+
+def check_leep(fn: Callable) -> None:
+    """Check a reader's LEEP implementation ``fn(source_probs, labels) -> float`` (chapter 7).
+
+    Compares it with :func:`leep` on a few cases (a perfect source, an
+    uninformative one, random ones). Prints a message when it passes; raises
+    ``AssertionError`` with a hint when it does not.
+    """
+    g = torch.Generator().manual_seed(0)
+    cases = [
+        ("a source that predicts the target perfectly",
+         torch.eye(3)[torch.tensor([0, 1, 2, 0, 1, 2])], torch.tensor([0, 1, 2, 0, 1, 2])),
+        ("an uninformative source (uniform predictions)",
+         torch.full((8, 4), 0.25), torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])),
+    ]
+    for n, z, k in ((20, 5, 3), (50, 10, 4)):
+        probs = torch.softmax(2 * torch.randn(n, z, generator=g), 1)
+        cases.append((f"random source outputs ({n} examples, {z} source classes, {k} target "
+                      "classes)", probs, torch.arange(n) % k))
+    for what, probs, y in cases:
+        want = leep(probs, y)
+        try:
+            got = fn(probs.clone(), y.clone())
+        except Exception as e:  # noqa: BLE001 - report any failure to the reader
+            raise AssertionError(f"your function raised {type(e).__name__}: {e} on {what}") from e
+        got = float(got)
+        if not math.isfinite(got) or abs(got - want) > 1e-4:
+            hint = ("Hint: build the joint P(y, z) as one_hot(y).T @ probs / n, divide each "
+                    "column by P(z) = its sum to get P(y | z), then average "
+                    "log(sum_z P(y_i | z) probs[i, z]) over the examples.")
+            if math.isfinite(got) and abs(got - want * len(y)) < 1e-3 * max(1, abs(want * len(y))):
+                hint = "Hint: LEEP is the mean over examples, not the sum."
+            raise AssertionError(f"on {what} LEEP should be {want:.5f} but your function "
+                                 f"returned {got:.5f}. {hint}")
+    print(f"Well done: your LEEP matches the reference on all {len(cases)} cases.")
+
+
+def check_decision_guide(answers: Mapping[str, str]) -> None:
+    """Exercise checker (chapter 8): your method for each of :data:`GUIDE_SCENARIOS`.
+
+    ``answers`` maps each scenario name to a method: one of :data:`GUIDE_METHODS`,
+    followed by ``", then distil"`` when the deployed model must be small. Prints a
+    pass message, or raises ``AssertionError`` explaining the first disagreement
+    with the rule of thumb.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> tu.check_decision_guide({s.name: s.recommend() for s in tu.GUIDE_SCENARIOS})
+    Correct: all 6 scenarios match the decision guide.
+    """
+    if not isinstance(answers, Mapping):
+        raise TypeError(f"answers must be a dict {{scenario name: method}}, got "
+                        f"{type(answers).__name__}")
+    names = [s.name for s in GUIDE_SCENARIOS]
+    missing = [n for n in names if n not in answers]
+    if missing:
+        raise AssertionError(f"no answer for scenarios {missing}; answer all of {names}")
+    unknown = sorted(set(answers) - set(names))
+    if unknown:
+        raise AssertionError(f"unknown scenario names {unknown}; the scenarios are {names}")
+    for s in GUIDE_SCENARIOS:
+        want, got = s.recommend(), normalise_method(answers[s.name])
+        base = got.split(",")[0].strip()
+        if base not in GUIDE_METHODS:
+            raise AssertionError(f"{s.name}: {answers[s.name]!r} is not one of {GUIDE_METHODS} "
+                                 "(optionally followed by ', then distil')")
+        if got == want:
+            continue
+        want_base = want.split(",")[0]
+        if base == want_base:
+            hint = ("the deployed model must be small and fast: train the best model you can, "
+                    "then distil it into a small student (chapter 5)" if s.small_model else
+                    "nothing asks for a smaller deployed model here, so no distillation step")
+        elif s.similarity >= 0.5 and s.compute == "low":
+            hint = ("training compute is tight: extract the features once, cache them and "
+                    "train only a head (chapter 4)")
+        elif s.similarity >= 0.5:
+            hint = (f"a related source and {s.labels_per_class:g} labels per class: "
+                    + ("too few labels to move millions of weights safely; train a head on "
+                       "frozen features (chapter 4)" if s.labels_per_class < 5 else
+                       "enough labels to adapt the whole network; fine-tune (chapter 3)"))
+        else:
+            hint = ("a distant source: its late layers are specific to the source task "
+                    + ("and 1,000+ labels per class are enough to train from scratch "
+                       "(chapter 7)" if s.labels_per_class >= 1000 else
+                       "but its early layers are general: keep those and retrain the rest "
+                       "(partial fine-tuning; chapter 7 measures frozen distant features hurting)"))
+        raise AssertionError(f"{s.name}: you chose {answers[s.name]!r}, the guide says "
+                             f"{want!r}. Hint: {hint}")
+    print(f"Correct: all {len(GUIDE_SCENARIOS)} scenarios match the decision guide.")
+
+
+def _conv_mistakes(conv: nn.Conv2d, x: torch.Tensor, in_channels: int) -> dict[str, torch.Tensor]:
+    """Outputs of the usual wrong first-conv adaptations, for the checker's hints."""
+    import torch.nn.functional as F
+
+    w, b = conv.weight.detach(), conv.bias
+    kw = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation)
+
+    def out(weight, bias=b, **over):
+        return F.conv2d(x, weight.expand(-1, in_channels, -1, -1), bias, **{**kw, **over})
+
+    return {  # checked in this order: with one old channel, the mean equals the sum
+        "every new channel got the full sum, so the response is in_channels times too large; "
+        "divide the summed filter by the new channel count": out(w.sum(1, keepdim=True)),
+        "you averaged the filters: the response is old_channels/new_channels times too small; "
+        "sum them (and divide by the new channel count)": out(w.mean(1, keepdim=True)),
+        "you kept only the first input channel's filter; combine all of them":
+            out(w[:, :1]),
+        "the bias is missing; copy it from the old layer": out(
+            w.sum(1, keepdim=True) / in_channels, bias=None),
+        "stride, padding or dilation differ from the old layer; copy them": out(
+            w.sum(1, keepdim=True) / in_channels, stride=1, padding=0, dilation=1),
+    }
+
+
+def check_adapt_first_conv(fn: Callable[[nn.Conv2d, int], nn.Conv2d], *, seed: int = 0) -> None:
+    """Exercise checker (chapter 6): does ``fn(conv, in_channels)`` adapt a first conv correctly?
+
+    ``fn`` gets a ``Conv2d`` and a channel count and must return a *new* ``Conv2d``
+    with that many input channels whose response to an image with equal channels
+    (e.g. a grey image copied into RGB) is the old layer's response, both for
+    3 -> 1 and 1 -> 3 channels, with stride, padding and bias kept and the old
+    layer left unchanged. Prints a pass message or raises ``AssertionError`` with
+    a hint.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> tu.check_adapt_first_conv(tu.adapt_first_conv)
+    Correct: 4 layers adapted (3->1 and 1->3 channels), responses to grey images unchanged.
+    """
+    if not callable(fn):
+        raise TypeError(f"check_adapt_first_conv needs a function, got {type(fn).__name__}")
+    g = torch.Generator().manual_seed(seed)
+    cases = [(3, 1, dict(kernel_size=7, stride=2, padding=3, bias=False)),
+             (3, 1, dict(kernel_size=3, stride=1, padding=1, bias=True)),
+             (1, 3, dict(kernel_size=3, stride=1, padding=1, bias=True)),
+             (3, 2, dict(kernel_size=5, stride=2, padding=0, bias=True))]
+    for old_c, new_c, kw in cases:
+        conv = nn.Conv2d(old_c, 8, **kw)
+        with torch.no_grad():
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
+            if conv.bias is not None:
+                conv.bias.copy_(torch.randn(conv.bias.shape, generator=g))
+        original = copy.deepcopy(conv)
+        grey = torch.rand(2, 1, 16, 16, generator=g)
+        what = f"a Conv2d({old_c}, 8, {kw}) adapted to {new_c} channels"
+        try:
+            new = fn(conv, new_c)
+        except Exception as err:
+            raise AssertionError(f"your function raised {type(err).__name__}: {err} (on {what})"
+                                 ) from err
+        if not isinstance(new, nn.Conv2d):
+            raise AssertionError(f"return an nn.Conv2d, got {type(new).__name__} ({what})")
+        if not (torch.equal(conv.weight, original.weight)
+                and (conv.bias is None or torch.equal(conv.bias, original.bias))):
+            raise AssertionError(f"the old layer was changed in place ({what}); build a new "
+                                 "nn.Conv2d and copy the combined weights into it")
+        if new.in_channels != new_c or new.weight.shape[1] != new_c:
+            raise AssertionError(f"the new layer has {new.weight.shape[1]} input channels, "
+                                 f"expected {new_c} ({what})")
+        if new.out_channels != 8:
+            raise AssertionError(f"keep the number of output channels (8), got "
+                                 f"{new.out_channels} ({what})")
+        with torch.no_grad():
+            want = conv(grey.expand(-1, old_c, -1, -1))
+            try:
+                got = new(grey.expand(-1, new_c, -1, -1))
+            except Exception as err:
+                raise AssertionError(f"the new layer fails on a [2, {new_c}, 16, 16] input: "
+                                     f"{err} ({what})") from err
+            if got.shape == want.shape and torch.allclose(got, want, atol=1e-4, rtol=1e-4):
+                continue
+            hint = "a grey image copied into every channel must give the old response"
+            for msg, wrong in _conv_mistakes(conv, grey.expand(-1, new_c, -1, -1), new_c).items():
+                if wrong.shape == got.shape and torch.allclose(got, wrong, atol=1e-4, rtol=1e-4):
+                    hint = msg
+                    break
+            else:
+                if got.shape != want.shape:
+                    hint = (f"the output has shape {list(got.shape)} instead of "
+                            f"{list(want.shape)}: copy stride, padding and dilation")
+        raise AssertionError(f"wrong response for {what}. Hint: {hint}")
+    print(f"Correct: {len(cases)} layers adapted (3->1 and 1->3 channels), responses to grey "
+          "images unchanged.")
+
+
+class _MarkerPayload:
+    """Harmless stand-in for malicious pickled code: unpickling it writes a marker file."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __reduce__(self):
+        return (Path.write_text, (self.path, "written by code inside a checkpoint\n"))
+
+
+def check_safe_loader(fn: Callable[[str, nn.Module], object]) -> None:
+    """Exercise checker (chapter 6): does ``fn(path, model)`` load weights without running code?
+
+    Gives ``fn`` three files in a temporary folder: a plain ``.pt`` state dict, a
+    ``.safetensors`` file, and a ``.pt`` state dict that also holds a harmless
+    payload which writes a marker file when unpickled. ``fn`` must load the first
+    two into ``model`` and *raise* on the third without the payload running.
+    Prints a pass message or raises ``AssertionError`` with a hint.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> tu.check_safe_loader(lambda path, model: tu.load_checkpoint(path, model))
+    Correct: both clean checkpoints loaded, and the booby-trapped one was refused before its code ran.
+    """
+    from safetensors.torch import save_file
+
+    if not callable(fn):
+        raise TypeError(f"check_safe_loader needs a function, got {type(fn).__name__}")
+    torch.manual_seed(0)
+    source = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    state = {k: v.clone() for k, v in source.state_dict().items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        marker = tmp / "payload_ran.txt"
+        torch.save(state, tmp / "clean.pt")
+        save_file(state, str(tmp / "clean.safetensors"))
+        torch.save({**state, "extra": _MarkerPayload(marker)}, tmp / "trapped.pt")
+        for name in ("clean.pt", "clean.safetensors"):
+            model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+            try:
+                fn(str(tmp / name), model)
+            except Exception as err:
+                raise AssertionError(
+                    f"your loader raised {type(err).__name__} on a clean file {name}: {err}. "
+                    "Hint: .safetensors files need safetensors (or tu.load_checkpoint), .pt files "
+                    "torch.load(path, weights_only=True)"
+                ) from err
+            same = all(torch.equal(model.state_dict()[k], state[k]) for k in state)
+            if not same:
+                raise AssertionError(f"after fn({name!r}, model) the model does not hold the "
+                                     "file's weights; call model.load_state_dict(...) on what "
+                                     "you loaded")
+        model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        raised = None
+        try:
+            fn(str(tmp / "trapped.pt"), model)
+        except Exception as err:
+            raised = err
+        if marker.exists():
+            raise AssertionError(
+                "the payload ran: loading trapped.pt executed code hidden in the file (here it "
+                "only wrote a marker file; an attacker's could do anything). Hint: never "
+                "torch.load(..., weights_only=False) a file you do not trust; use "
+                "torch.load(path, weights_only=True) or tu.load_checkpoint"
+            )
+        if raised is None:
+            raise AssertionError(
+                "trapped.pt was loaded without an error: a file holding more than tensors must be "
+                "refused loudly (raise), not half-loaded or skipped in silence"
+            )
+    print("Correct: both clean checkpoints loaded, and the booby-trapped one was refused before "
+          "its code ran.")
+
+
+def check_param_groups(groups, model: nn.Module, *, ratio: float = 10.0) -> None:
+    """Check the exercise "write the parameter groups so the head learns 10x faster".
+
+    Passes when ``groups`` (a list of dicts with ``"params"`` and ``"lr"``, as an
+    optimizer takes them) holds every trainable parameter of ``model`` exactly
+    once, every body parameter has one learning rate, every head parameter has
+    one learning rate, and the head's is ``ratio`` times the body's. Prints a
+    short confirmation; raises ``AssertionError`` with a hint otherwise.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> net = tu.SmallCNN()
+    >>> tu.check_param_groups([{"params": net.body.parameters(), "lr": 1e-4},
+    ...                        {"params": net.head.parameters(), "lr": 1e-3}], net)
+    Correct: the head learns 10x faster than the body (head 0.001, body 0.0001).
+    """
+    head = head_name(model)
+    if isinstance(groups, torch.optim.Optimizer):
+        groups = groups.param_groups
+    if isinstance(groups, Mapping) or not isinstance(groups, (list, tuple)):
+        raise AssertionError(
+            "Hint: give a list of dicts, one per group, e.g. "
+            "[{'params': model.body.parameters(), 'lr': ...}, "
+            "{'params': model.head.parameters(), 'lr': ...}]"
+        )
+    lr_of: dict[int, float] = {}
+    for i, g in enumerate(groups):
+        if not isinstance(g, Mapping) or "params" not in g:
+            raise AssertionError(f"Hint: group {i} must be a dict with a 'params' entry")
+        if "lr" not in g:
+            raise AssertionError(
+                f"Hint: group {i} has no 'lr'; give each group its own learning rate"
+            )
+        params = g["params"]
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        for p in params:
+            if id(p) in lr_of:
+                raise AssertionError(
+                    "Hint: a parameter appears in two groups; each parameter belongs to exactly "
+                    "one group (the optimizer would refuse this list)"
+                )
+            lr_of[id(p)] = float(g["lr"])
+    names = {id(p): n for n, p in model.named_parameters()}
+    foreign = [i for i in lr_of if i not in names]
+    if foreign:
+        raise AssertionError(
+            "Hint: the groups hold parameters that are not the model's; take them from the "
+            "model you pass (model.body.parameters(), model.head.parameters())"
+        )
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in lr_of]
+    if missing:
+        raise AssertionError(
+            f"Hint: {len(missing)} trainable parameters are in no group (e.g. {missing[:2]}): "
+            "the optimizer would never update them"
+        )
+    body_lrs = {lr for i, lr in lr_of.items() if not has_prefix(names[i], head)}
+    head_lrs = {lr for i, lr in lr_of.items() if has_prefix(names[i], head)}
+    if not head_lrs or not body_lrs:
+        raise AssertionError("Hint: give the body and the head each a group")
+    if len(body_lrs) > 1 or len(head_lrs) > 1:
+        raise AssertionError(
+            f"Hint: use one rate for the whole body and one for the head; got body rates "
+            f"{sorted(body_lrs)} and head rates {sorted(head_lrs)}"
+        )
+    body_lr, head_lr = body_lrs.pop(), head_lrs.pop()
+    if head_lr == body_lr:
+        raise AssertionError(
+            f"Hint: the body and the head both learn at {head_lr:g}; the new head should "
+            f"learn {ratio:g}x faster than the pretrained body (e.g. body {head_lr / ratio:g})"
+        )
+    if body_lr <= 0:
+        raise AssertionError(
+            "Hint: a body rate of 0 freezes the body; the exercise asks for a smaller rate, "
+            "not none"
+        )
+    if head_lr < body_lr:
+        raise AssertionError(
+            f"Hint: the rates are the wrong way round (body {body_lr:g}, head {head_lr:g}): "
+            "the pretrained body gets the smaller rate"
+        )
+    if not np.isclose(head_lr / body_lr, ratio, rtol=1e-6):
+        raise AssertionError(
+            f"Hint: the head learns {head_lr / body_lr:g}x faster than the body; the exercise "
+            f"asks for {ratio:g}x"
+        )
+    print(f"Correct: the head learns {ratio:g}x faster than the body "
+          f"(head {head_lr:g}, body {body_lr:g}).")
+
+
+def _fail(msg: str, hint: str) -> AssertionError:
+    return AssertionError(f"{msg}\nHint: {hint}")
+
+
+def check_extract_features(fn: Callable) -> None:
+    """Check a reader's ``fn(model, loader) -> (X, y)`` (chapter 4's first exercise).
+
+    It must return the features and labels of every batch, computed as at test
+    time (``model.eval()``: dropout off, BatchNorm on its running statistics,
+    which must not change), without building a gradient graph
+    (``torch.no_grad()``), and leave the model in the mode it found it, even when
+    the loader raises an error half-way.
+
+    Prints a short message when all checks pass; raises ``AssertionError`` with a
+    hint otherwise.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> tu.check_extract_features(tu.extract_features)
+    ✓ extract_features: eval mode, no gradients, labels kept, caller's mode restored.
+    """
+    state = torch.random.get_rng_state()  # dropout in train mode draws from the global RNG
+    try:
+        _grade_extract_features(fn)
+    finally:
+        torch.random.set_rng_state(state)
+    print("✓ extract_features: eval mode, no gradients, labels kept, caller's mode restored.")
+
+
+def _grade_extract_features(fn: Callable) -> None:
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(48, 1, 8, 8, generator=g)
+    y = torch.arange(48) % 3
+    data = ArrayDataset(x, y)
+    torch.manual_seed(0)
+    net = SmallCNN(num_classes=3, widths=(8, 16), dropout=0.5)
+    with torch.no_grad():  # give BatchNorm running statistics that differ from any batch's
+        net.train()
+        for _ in range(3):
+            net(2.0 * torch.rand(16, 1, 8, 8, generator=g))
+        net.eval()
+        expected = net.body(x)
+    stats = copy.deepcopy(net.body.block1.bn.state_dict())
+    net.train()
+
+    out = fn(net.body, make_loader(data, 16))
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise _fail(f"fn should return a pair (X, y), got {type(out).__name__}",
+                    "collect features and labels batch by batch, then return "
+                    "(torch.cat(features), torch.cat(labels))")
+    X, labels = out
+    X, labels = torch.as_tensor(X), torch.as_tensor(labels)
+    if tuple(X.shape) != tuple(expected.shape):
+        raise _fail(f"X has shape {tuple(X.shape)}, expected {tuple(expected.shape)} "
+                    f"(48 examples x 16 features)", "concatenate the batches along dim 0")
+    if not torch.equal(labels.cpu().long(), y):
+        raise _fail("the labels do not match the loader's labels, in order",
+                    "append y from every batch and torch.cat them; do not shuffle")
+    if X.requires_grad or X.grad_fn is not None:
+        raise _fail("the features carry a gradient graph",
+                    "run the forward passes inside `with torch.no_grad():` (or decorate "
+                    "fn with @torch.no_grad()): no memory is spent on a graph")
+    for name, t in net.body.block1.bn.state_dict().items():
+        if not torch.equal(t, stats[name]):
+            raise _fail(f"BatchNorm's running statistics changed ({name})",
+                        "in train mode BatchNorm updates running_mean/var on every forward "
+                        "pass, even under no_grad: call model.eval() before the loop")
+    if not torch.allclose(X.cpu().float(), expected, atol=1e-5):
+        raise _fail("the features differ from the model's test-time (eval-mode) features",
+                    "call model.eval() before extracting: dropout and BatchNorm behave "
+                    "differently in train mode")
+    if not (net.body.training and all(m.training for m in net.body.modules())):
+        raise _fail("the model was in train mode but is not any more",
+                    "remember `was_training = model.training` first and end with "
+                    "`model.train(was_training)`")
+    net.eval()
+    fn(net.body, make_loader(data, 16))
+    if net.body.training:
+        raise _fail("the model was in eval mode but fn left it in train mode",
+                    "restore the mode the model had (model.train(was_training)); do not "
+                    "call model.train() unconditionally")
+
+    def broken_loader():
+        yield x[:16], y[:16]
+        raise RuntimeError("loader failed")
+
+    net.train()
+    try:
+        fn(net.body, broken_loader())
+    except RuntimeError:
+        pass
+    else:
+        raise _fail("an error from the loader was swallowed",
+                    "let exceptions propagate; do not catch them without re-raising")
+    if not net.body.training:
+        raise _fail("after an error half-way, the model was left in eval mode",
+                    "restore the mode in a `finally:` block, so it runs on errors too")
+
+
+def _kd_mistakes(s, t, y, T, alpha) -> dict[str, torch.Tensor]:
+    """What the usual wrong versions of the KD loss compute (chapter 5 shows them with numbers)."""
+    log_ps, log_pt = F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1)
+    ps, pt = log_ps.exp(), log_pt.exp()
+    ce = F.cross_entropy(s, y)
+
+    def kl(inp, target, reduction="batchmean"):
+        with warnings.catch_warnings():  # reduction="mean" warns; here it is on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            return F.kl_div(inp, target, reduction=reduction)
+
+    def full(soft, t2=T * T):
+        return alpha * t2 * soft + (1 - alpha) * ce
+
+    right = kl(log_ps, pt)
+    return {
+        "the KL arguments are swapped (KL(student || teacher)): the first argument of "
+        "F.kl_div is the student's log-probabilities, the second the teacher's probabilities":
+            full(kl(log_pt, ps)),
+        "the first argument of F.kl_div must be log-probabilities (F.log_softmax), "
+        "not probabilities": full(kl(ps, pt)),
+        "reduction='mean' averages over classes too (divides by the number of classes); "
+        "use reduction='batchmean'": full(kl(log_ps, pt, "mean")),
+        "reduction='sum' adds over the batch; use reduction='batchmean' to average over "
+        "examples": full(kl(log_ps, pt, "sum")),
+        "the soft term is missing its T**2 factor": full(right, t2=1.0),
+        "divide both logits by the temperature before the softmaxes":
+            full(kl(F.log_softmax(s, 1), F.softmax(t, 1))),
+        "the cross-entropy term uses the raw logits (temperature 1), not s / T":
+            alpha * T * T * right + (1 - alpha) * F.cross_entropy(s / T, y),
+        "alpha weights the soft term and (1 - alpha) the hard one, not the other way round":
+            (1 - alpha) * T * T * right + alpha * ce,
+    }
+
+
+def check_kd_loss(fn, *, trials: int = 25, seed: int = 0) -> None:
+    """Exercise checker: does ``fn(s, t, y, temperature=T, alpha=a)`` equal :func:`kd_loss`?
+
+    Compares on random logits, labels, temperatures and weights. Prints a pass
+    message, or raises ``AssertionError`` with a hint; when the answers match one
+    of the usual wrong versions on every failing case, the hint names it
+    (chapter 5).
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> tu.check_kd_loss(lambda s, t, y, temperature, alpha: tu.kd_loss(
+    ...     s, t, y, temperature=temperature, alpha=alpha))
+    Correct: your loss matches tu.kd_loss on 25 random cases (T from 1 to 20, alpha from 0.1 to 0.9).
+    """
+    if not callable(fn):
+        raise TypeError(f"check_kd_loss needs a function, got {type(fn).__name__}")
+    g = torch.Generator().manual_seed(seed)
+    temperatures = [1.0, 2.0, 4.0, 20.0, 7.5]
+    alphas = [0.5, 0.9, 0.1, 0.7, 0.3]
+    first_failure, suspects = None, None
+    for i in range(trials):
+        b, c = 2 + i % 7, 3 + i % 8
+        s = torch.randn(b, c, generator=g) * 3
+        t = torch.randn(b, c, generator=g) * 3
+        y = torch.randint(0, c, (b,), generator=g)
+        T, a = temperatures[i % len(temperatures)], alphas[(i // 2) % len(alphas)]
+        case = f"{b} examples, {c} classes, T={T:g}, alpha={a:g}"
+        try:
+            got = fn(s.clone(), t.clone(), y.clone(), temperature=T, alpha=a)
+        except Exception as e:  # show the reader's error with the inputs that caused it
+            raise AssertionError(
+                f"your function raised {type(e).__name__}: {e} (inputs: {case}); it is called "
+                "as fn(student_logits, teacher_logits, targets, temperature=T, alpha=a)"
+            ) from e
+        got = torch.as_tensor(got).detach().float()
+        if got.numel() != 1:
+            raise AssertionError(f"expected a scalar loss, got shape {tuple(got.shape)} ({case}); "
+                                 "average over the batch")
+        got = got.reshape(())
+        want = kd_loss(s, t, y, temperature=T, alpha=a)
+        if torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+            continue
+        matches = {k for k, v in _kd_mistakes(s, t, y, T, a).items()
+                   if torch.allclose(got, v, rtol=1e-4, atol=1e-5)}
+        suspects = matches if suspects is None else suspects & matches
+        if first_failure is None:
+            first_failure = f"got {got.item():.6f}, expected {want.item():.6f} ({case})"
+    if first_failure is not None:
+        hint = ("; ".join(sorted(suspects)) if suspects else
+                "compare with alpha * T**2 * KL(softmax(t/T) || softmax(s/T)), KL summed over "
+                "classes and averaged over the batch, + (1 - alpha) * cross_entropy(s, y)")
+        raise AssertionError(f"not the KD loss yet: {first_failure}. Hint: {hint}")
+    print(f"Correct: your loss matches tu.kd_loss on {trials} random cases "
+          f"(T from {min(temperatures):g} to {max(temperatures):g}, "
+          f"alpha from {min(alphas):g} to {max(alphas):g}).")
+
+
+def _ok(msg: str) -> None:
+    print(f"Correct! {msg}")
+
+
+def check_ci95(fn: Callable[[Sequence[float]], float]) -> None:
+    """Exercise check (chapter 1): ``fn(values)`` returns the 95% half-width of the mean.
+
+    The interval is Student's t: ``t_{0.975, n-1} * s / sqrt(n)`` with the sample
+    standard deviation ``s`` (ddof = 1). Prints a message when right, raises
+    ``AssertionError`` with a hint when wrong.
+    """
+    cases = [[0.80, 0.85, 0.90], [0.1, 0.4], [0.5, 0.52, 0.49, 0.55, 0.51, 0.47, 0.5, 0.53]]
+    for values in cases:
+        want = summarize(values).ci95
+        got = fn(list(values))
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            raise AssertionError(f"return one number (the half-width), got {got!r}") from None
+        n = len(values)
+        sd0 = float(np.std(values, ddof=0))
+        if math.isclose(got, 1.96 * float(np.std(values, ddof=1)) / math.sqrt(n), rel_tol=1e-3):
+            raise AssertionError(
+                f"for n={n} you used the normal quantile 1.96; with few seeds use Student's t "
+                f"with n-1 degrees of freedom (scipy.stats.t.ppf(0.975, n-1))"
+            )
+        if sd0 > 0 and math.isclose(got, want * sd0 / float(np.std(values, ddof=1)), rel_tol=1e-3):
+            raise AssertionError("use the sample standard deviation (ddof=1), not ddof=0")
+        if math.isclose(got, 2 * want, rel_tol=1e-3):
+            raise AssertionError("that is the full width; return the half-width (mean ± it)")
+        if not math.isclose(got, want, rel_tol=1e-3, abs_tol=1e-9):
+            raise AssertionError(
+                f"for values {values} expected {want:.5f}, got {got:.5f}; the half-width is "
+                "t(0.975, n-1) * std(values, ddof=1) / sqrt(n)"
+            )
+    _ok("your interval matches tu.summarize(values).ci95.")
+
+
+def check_attribute_map(fn: Callable[[np.ndarray, np.ndarray, float], np.ndarray]) -> None:
+    r"""Exercise check (chapter 2): ``fn(X, T, alpha)`` returns the ridge solution ``W``.
+
+    ``W = (X^T X + alpha I)^{-1} X^T T`` for inputs ``X`` ``[n, d]`` and attribute
+    targets ``T`` ``[n, m]`` (no intercept). Prints a message when right, raises
+    ``AssertionError`` with a hint when wrong.
+    """
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 5))
+    T = np.sign(rng.normal(size=(30, 3)))
+    for alpha in (0.5, 10.0):
+        want = np.linalg.solve(X.T @ X + alpha * np.eye(5), X.T @ T)
+        got = fn(X.copy(), T.copy(), alpha)
+        got = got.detach().cpu().numpy() if isinstance(got, torch.Tensor) else np.asarray(got)
+        if got.shape != want.shape:
+            hint = " (transposed?)" if got.shape == want.shape[::-1] else ""
+            raise AssertionError(
+                f"W must have shape [d, m] = {want.shape} (inputs x attributes), got "
+                f"{got.shape}{hint}"
+            )
+        unreg = np.linalg.lstsq(X, T, rcond=None)[0]
+        if np.allclose(got, unreg, atol=1e-6):
+            raise AssertionError("that is plain least squares: add alpha * I to X^T X")
+        if not np.allclose(got, want, atol=1e-6):
+            raise AssertionError(
+                f"alpha={alpha}: W differs from (X^T X + alpha I)^-1 X^T T by up to "
+                f"{np.abs(got - want).max():.3g}; solve the linear system with np.linalg.solve"
+            )
+    _ok("W = (X^T X + alpha I)^-1 X^T T, the map AttributeZeroShot learns.")
