@@ -147,3 +147,58 @@ def epochs_or_steps(epochs, steps, fn: str | None = None) -> tuple[str, int]:
 
 def shape_str(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(int(s)) for s in shape) + "]"
+
+
+def batch_pair(batch, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch as ``(x, y)``, or a ``TypeError`` that says what a batch must be."""
+    if isinstance(batch, dict):
+        raise TypeError(
+            f"{what} yielded a dict batch with keys {sorted(map(str, batch))[:6]}; tu's loops "
+            "expect (inputs, labels) pairs: make the dataset return (x, y) or convert in a "
+            "collate_fn"
+        )
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        got = (f"a {type(batch).__name__} of {len(batch)} items"
+               if isinstance(batch, (tuple, list)) else f"a {type(batch).__name__}")
+        raise TypeError(
+            f"{what} yielded {got}; tu's loops expect (inputs, labels) pairs: drop the extra "
+            "items (e.g. a dataset returning (x, y, index) -> (x, y)) or add labels"
+        )
+    x, y = batch
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError(
+            f"{what} yielded ({type(x).__name__}, {type(y).__name__}); inputs and labels must "
+            "be tensors: add transforms.ToTensor() to an image dataset, or torch.as_tensor"
+        )
+    return x, y
+
+
+def class_labels(y: torch.Tensor, n_out: int | None, what: str) -> torch.Tensor:
+    """Integer class labels as int64, checked against the model's ``n_out`` outputs.
+
+    Rule: any integer dtype is converted to int64 (lossless); float or bool labels
+    are refused, since a silent rounding would hide a wrong dataset.
+    """
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(
+            f"{what}: labels must be integer class ids, got dtype {str(y.dtype).replace('torch.', '')}"
+            "; if they are whole numbers convert them with y.long() (for soft or regression "
+            "targets pass your own loss_fn)"
+        )
+    if y.dtype != torch.int64:
+        y = y.long()
+    if y.ndim != 1:
+        raise ValueError(
+            f"{what}: labels must be 1-D (one class id per example), got shape "
+            f"{shape_str(y.shape)}; for one-hot labels use y.argmax(1)"
+        )
+    if y.numel():
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or (n_out is not None and hi >= n_out):
+            bad = lo if lo < 0 else hi
+            size = f"the model's {n_out} outputs" if n_out is not None else "its outputs"
+            raise ValueError(
+                f"{what}: label {bad} is outside [0, {n_out}) for {size}; relabel the data to "
+                "0..K-1 or give the model a head with more outputs (tu.replace_head)"
+            )
+    return y

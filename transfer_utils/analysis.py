@@ -56,6 +56,9 @@ def linear_cka(X, Y) -> float:
         )
     if X.shape[0] < 2:
         raise ValueError("linear_cka needs at least 2 examples")
+    if not (torch.isfinite(X).all() and torch.isfinite(Y).all()):
+        raise ValueError("linear_cka: the inputs contain NaN or inf; CKA of non-finite features "
+                         "is undefined (check the model or the data that produced them)")
     X = X - X.mean(0, keepdim=True)
     Y = Y - Y.mean(0, keepdim=True)
     denom = torch.linalg.norm(X.T @ X) * torch.linalg.norm(Y.T @ Y)

@@ -159,6 +159,8 @@ def distill(
         with torch.no_grad():
             t_logits = teacher(x)
         s_logits = model(x)
+        if use_labels:
+            V.class_labels(y, s_logits.shape[1], "loader")
         loss = kd_loss(s_logits, t_logits, y if use_labels else None,
                        temperature=temperature, alpha=alpha if use_labels else 1.0)
         return loss, s_logits

@@ -214,7 +214,8 @@ def fit_linear_head(
     feats, labels = [], []
     try:
         model.to(device).eval()
-        for x, y in loader:
+        for batch in loader:
+            x, y = V.batch_pair(batch, "data")
             captured.clear()
             model(x.to(device))
             feats.append(captured[-1].flatten(1).float().cpu())
@@ -339,7 +340,8 @@ def extract_layers(
             handles.append(module.register_forward_hook(
                 lambda _m, _i, out, name=name: captured.__setitem__(name, out)))
         model.to(device).eval()
-        for x, y in loader:
+        for batch in loader:
+            x, y = V.batch_pair(batch, "loader")
             captured.clear()
             x = x.to(device)
             result = model(x)

@@ -305,6 +305,54 @@ def _reachable(host: str, port: int, timeout: float) -> tuple[bool, str]:
     return False, str(result.get("error", "unknown error"))
 
 
+def _hub_file_ok(path: Path) -> tuple[bool, str]:
+    """Does a torch-hub weight file match the hash prefix in its name (``name-<sha256[:n]>.pth``)?"""
+    import re
+
+    from .checkpoint import sha256_file
+
+    m = re.search(r"-([0-9a-f]{8,64})\.", path.name)
+    if m is None:
+        return True, ""
+    actual = sha256_file(path)
+    if not actual.startswith(m.group(1)):
+        return False, f"its SHA-256 starts {actual[:len(m.group(1))]}, the published {m.group(1)}"
+    return True, ""
+
+
+def _load_hub_file(path: Path, how_to: str) -> dict[str, torch.Tensor]:
+    ok, why = _hub_file_ok(path)
+    if not ok:
+        raise WeightsUnavailableError(
+            f"the cached weight file {path} is damaged or was replaced ({why}); delete it and "
+            f"download it again, or {how_to}"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated (EOFError), not a zip, pickled objects, ...
+        raise WeightsUnavailableError(
+            f"the cached weight file {path} cannot be read ({type(err).__name__}: {err}); "
+            f"delete it and download it again, or {how_to}"
+        ) from None
+
+
+def _download(url: str, dest: Path, timeout: float) -> None:
+    """Download ``url`` to ``dest`` (atomically); a server silent for ``timeout`` s is an error."""
+    import tempfile
+    import urllib.request
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            while chunk := resp.read(1 << 16):  # each read waits at most `timeout` seconds
+                out.write(chunk)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _imagenet_state(weights, timeout: float) -> dict[str, torch.Tensor]:
     from torchvision.models import ResNet18_Weights
 
@@ -318,14 +366,14 @@ def _imagenet_state(weights, timeout: float) -> dict[str, torch.Tensor]:
         ) from err
     url = enum.url
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
-    if cached.exists():
-        return torch.load(cached, map_location="cpu", weights_only=True)
-    host = urlparse(url).hostname or ""
     how_to = (
         f"use weights=None for a randomly initialised stand-in (its numbers then say nothing "
         f"about ImageNet pretraining), or download {url} on a machine with network access and "
         f"copy it to {cached}"
     )
+    if cached.exists():
+        return _load_hub_file(cached, how_to)
+    host = urlparse(url).hostname or ""
     if os.environ.get("TU_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise WeightsUnavailableError(
             f"ImageNet weights for ResNet-18 are not cached and TU_OFFLINE is set; {how_to}"
@@ -336,16 +384,13 @@ def _imagenet_state(weights, timeout: float) -> dict[str, torch.Tensor]:
             f"cannot download the ImageNet weights of ResNet-18: {host} is unreachable ({why}); "
             f"this machine seems to be offline. {how_to[0].upper()}{how_to[1:]}"
         )
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(max(30.0, timeout))  # a stalled transfer errors out, never hangs
     try:
-        return enum.get_state_dict(progress=False, check_hash=True)
+        _download(url, cached, timeout)
     except OSError as err:  # URLError, timeouts and connection resets are OSErrors
         raise WeightsUnavailableError(
             f"downloading the ImageNet weights of ResNet-18 failed ({err}); {how_to}"
         ) from err
-    finally:
-        socket.setdefaulttimeout(old)
+    return _load_hub_file(cached, how_to)
 
 
 def resnet18_for(
@@ -384,7 +429,8 @@ def resnet18_for(
         trained head and first layer; one with another number of outputs (a
         source model) gets a new, untrained head.
     timeout : float
-        Seconds to wait for the download server before giving up.
+        Seconds to wait for the download server (to connect, and for each piece
+        of data) before giving up.
     reduce : {"sum", "mean"}
         How :func:`adapt_first_conv` combines the colour filters.
 
@@ -397,8 +443,10 @@ def resnet18_for(
     """
     import torchvision
 
-    if not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    V.positive(timeout, "timeout (seconds)", "resnet18_for")
+    _num_classes_arg(num_classes)
+    V.positive_int(in_channels, "in_channels", "resnet18_for")
+    V.one_of(reduce, "reduce", ("sum", "mean"), "resnet18_for")
     if weights is None:
         model = torchvision.models.resnet18(weights=None)
     elif isinstance(weights, (os.PathLike, str)) and Path(weights).suffix in (

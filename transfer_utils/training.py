@@ -71,9 +71,11 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.history = history
 
 
-def _ce_step(loss_fn: Callable) -> LossStep:
+def _ce_step(loss_fn: Callable, check_labels: bool) -> LossStep:
     def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
         logits = model(x)
+        if check_labels and logits.dim() == 2:  # before the loss, which would index with y
+            V.class_labels(y, logits.shape[1], "train_loader")
         return loss_fn(logits, y), logits
 
     return step
@@ -103,61 +105,6 @@ def _require_loader(loader: Iterable, what: str) -> None:
         return
     if n == 0:
         raise ValueError(f"{what} is empty: it yields no batches (is the dataset empty?)")
-
-
-def _split_batch(batch, what: str) -> Batch:
-    """A batch as ``(x, y)``, or a ``TypeError`` that says what a batch must be."""
-    if isinstance(batch, dict):
-        raise TypeError(
-            f"{what} yielded a dict batch with keys {sorted(map(str, batch))[:6]}; tu's loops "
-            "expect (inputs, labels) pairs: make the dataset return (x, y) or convert in a "
-            "collate_fn"
-        )
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        got = (f"a {type(batch).__name__} of {len(batch)} items"
-               if isinstance(batch, (tuple, list)) else f"a {type(batch).__name__}")
-        raise TypeError(
-            f"{what} yielded {got}; tu's loops expect (inputs, labels) pairs: drop the extra "
-            "items (e.g. a dataset returning (x, y, index) -> (x, y)) or add labels"
-        )
-    x, y = batch
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError(
-            f"{what} yielded ({type(x).__name__}, {type(y).__name__}); inputs and labels must "
-            "be tensors: add transforms.ToTensor() to an image dataset, or torch.as_tensor"
-        )
-    return x, y
-
-
-def _class_labels(y: torch.Tensor, n_out: int | None, what: str) -> torch.Tensor:
-    """Integer class labels as int64, checked against the model's ``n_out`` outputs.
-
-    Rule: any integer dtype is converted to int64 (lossless); float or bool labels
-    are refused, since a silent rounding would hide a wrong dataset.
-    """
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(
-            f"{what}: labels must be integer class ids, got dtype {str(y.dtype).replace('torch.', '')}"
-            "; if they are whole numbers convert them with y.long() (for soft or regression "
-            "targets pass your own loss_fn)"
-        )
-    if y.dtype != torch.int64:
-        y = y.long()
-    if y.ndim != 1:
-        raise ValueError(
-            f"{what}: labels must be 1-D (one class id per example), got shape "
-            f"{V.shape_str(y.shape)}; for one-hot labels use y.argmax(1)"
-        )
-    if y.numel():
-        lo, hi = int(y.min()), int(y.max())
-        if lo < 0 or (n_out is not None and hi >= n_out):
-            bad = lo if lo < 0 else hi
-            size = f"the model's {n_out} outputs" if n_out is not None else "its outputs"
-            raise ValueError(
-                f"{what}: label {bad} is outside [0, {n_out}) for {size}; relabel the data to "
-                "0..K-1 or give the model a head with more outputs (tu.replace_head)"
-            )
-    return y
 
 
 def _bar(total: int | None, desc: str, enabled: bool):
@@ -256,17 +203,15 @@ def train_loop(
             seen = counted = 0
             for b, batch in enumerate(_batches(train_loader, "train_loader", epoch), start=1):
                 if class_labels:
-                    x, y = _split_batch(batch, "train_loader")
+                    x, y = V.batch_pair(batch, "train_loader")
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    y = _class_labels(y, None, "train_loader")
+                    y = V.class_labels(y, None, "train_loader")
                 else:  # passed on as it comes; tensors are moved to the device
                     x, y = batch if isinstance(batch, (tuple, list)) and len(batch) == 2 \
                         else (batch, None)
                     x = x.to(device, non_blocking=True) if isinstance(x, torch.Tensor) else x
                     y = y.to(device, non_blocking=True) if isinstance(y, torch.Tensor) else y
                 loss, logits = compute_loss(model, x, y)
-                if class_labels and logits.dim() == 2 and y.numel():
-                    _class_labels(y, logits.shape[1], "train_loader")
                 if penalty is not None:
                     loss = loss + penalty(model)
                 if not torch.isfinite(loss):
@@ -431,7 +376,7 @@ def fit(
         V.nonneg(weight_decay, "weight_decay", "fit")
         optimizer = torch.optim.Adam(params, lr=V.positive(lr, "lr", "fit"),
                                      weight_decay=weight_decay)
-    step = _ce_step(loss_fn or F.cross_entropy)
+    step = _ce_step(loss_fn or F.cross_entropy, check_labels=loss_fn is None)
     return train_loop(
         model, train_loader, step, epochs=epochs, steps=steps, optimizer=optimizer,
         val_loader=val_loader, scheduler=scheduler, penalty=penalty,
@@ -467,7 +412,7 @@ def predict(
     outs, ys = [], []
     try:
         for batch in _batches(loader, "loader", 1):
-            x, y = _split_batch(batch, "loader")
+            x, y = V.batch_pair(batch, "loader")
             outs.append(model(x.to(device)).float().cpu())
             ys.append(y.cpu())
     finally:
@@ -508,7 +453,7 @@ def evaluate(
             "run, or inputs with NaN)"
         )
     if loss_fn is None:
-        y = _class_labels(y, logits.shape[1] if logits.dim() == 2 else None, "evaluate")
+        y = V.class_labels(y, logits.shape[1] if logits.dim() == 2 else None, "evaluate")
     loss = (loss_fn or F.cross_entropy)(logits, y).item()
     acc = (logits.argmax(1) == y).float().mean().item()
     return {"loss": loss, "accuracy": acc, "n": int(y.shape[0])}
