@@ -232,3 +232,87 @@ def _launch_on_port(port, argv, log_dir):
             p.terminate()
     return (all(p.exitcode == 0 for p in procs),
             {rank: log.read_text() for rank, log in enumerate(logs)})
+
+
+def test_gradient_accumulation_matches_the_full_batch(runs, tmp_path):
+    """1 process x 2 micro-batches of 16 = 1 process x 32 (the one-machine route to a big batch)."""
+    ok, logs = launch(1, [*COMMON, "--accumulate", "2", "--out", str(tmp_path / "run")],
+                      tmp_path / "logs")
+    assert ok, logs
+    assert "(2 micro-batches of 16)" in logs[0]
+    assert max_weight_difference(tmp_path / "run", runs[1]) <= 1e-4
+
+
+# ----------------------------------------------------------- tu.rank_batches and friends
+
+
+@pytest.mark.parametrize("n,world,local", [(20, 2, 3), (23, 2, 4), (17, 3, 2), (9, 1, 4)])
+def test_rank_batches_is_what_distributed_sampler_and_dataloader_give(n, world, local):
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    data = list(range(n))
+    seed, epoch = 5, 2
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    want = tu.rank_batches(perm, world, local)
+    for rank in range(world):
+        sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True,
+                                     seed=seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        got = [b.tolist() for b in DataLoader(data, batch_size=local, sampler=sampler,
+                                              drop_last=True)]
+        assert got == want[rank]
+
+
+@pytest.mark.parametrize("world,local", [(2, 3), (3, 2), (4, 1)])
+def test_the_ranks_jth_batches_together_are_the_one_process_jth_batch(world, local):
+    perm = torch.randperm(50, generator=torch.Generator().manual_seed(1)).tolist()
+    split = tu.rank_batches(perm, world, local)
+    (single,) = tu.rank_batches(perm, 1, world * local)
+    assert len(split[0]) == len(single) == 50 // (world * local)
+    for j, batch in enumerate(single):
+        assert sorted(i for r in range(world) for i in split[r][j]) == sorted(batch)
+
+
+def test_rank_batches_names_a_bad_argument():
+    with pytest.raises(ValueError, match="rank_batches: world_size must be a positive integer"):
+        tu.rank_batches([0, 1], 0, 1)
+    with pytest.raises(ValueError, match="local_batch must be a positive integer, got 1.5"):
+        tu.rank_batches([0, 1], 1, 1.5)
+
+
+def test_training_memory_ddp_replicates_and_fsdp_shards():
+    ddp = tu.training_memory(10**9, 8)
+    fsdp = tu.training_memory(10**9, 8, strategy="fsdp")
+    assert ddp["total"] == pytest.approx(16.0)  # 16 bytes per parameter on every device
+    assert fsdp["total"] == pytest.approx(2.0)
+    assert tu.training_memory(10**9, precision="fp32")["weights"] == pytest.approx(4.0)
+    assert set(ddp) == {"weights", "gradients", "optimizer", "total"}
+    with pytest.raises(ValueError, match="strategy must be one of 'ddp', 'fsdp'; got 'zero'"):
+        tu.training_memory(10, strategy="zero")
+    with pytest.raises(ValueError, match="n_params must be a positive integer"):
+        tu.training_memory(0)
+
+
+def test_check_rank_batches_accepts_the_sampler_and_explains_a_contiguous_split(capsys):
+    tu.check_rank_batches(tu.rank_batches)
+    assert capsys.readouterr().out.startswith("Correct:")
+
+    def contiguous(perm, world, local):
+        m = len(perm) // world
+        return [[perm[r * m:(r + 1) * m][i:i + local] for i in range(0, m - local + 1, local)]
+                for r in range(world)]
+
+    with pytest.raises(AssertionError, match=r"(?s)perm\[r::world_size\].*$") as err:
+        tu.check_rank_batches(contiguous)
+    assert "\nHint: DistributedSampler does not give rank r a contiguous block" in str(err.value)
+    with pytest.raises(AssertionError, match="Hint: return one list of batches for every rank"):
+        tu.check_rank_batches(lambda perm, world, local: [[perm]])
+    with pytest.raises(AssertionError, match="Hint: out\\[r\\]\\[j\\] is the list"):
+        tu.check_rank_batches(lambda perm, world, local: 3)
+
+
+def test_plot_rank_batches_draws_one_cell_per_example_and_row():
+    fig = tu.plot_rank_batches(list(range(10)), 2, 2)
+    ax = fig.axes[0]
+    assert len(ax.patches) == 2 * 10
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["2 processes", "1 process"]
