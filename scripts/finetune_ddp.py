@@ -397,6 +397,7 @@ def main(argv=None) -> dict | None:
 
 def cli(argv=None) -> int:
     """Run main; print a failure this script understands as one clear line per process."""
+    previous = signal.getsignal(signal.SIGTERM)
     try:
         main(argv)
     except Failure as err:
@@ -407,7 +408,8 @@ def cli(argv=None) -> int:
               file=sys.stderr, flush=True)
         raise
     finally:  # the message is out: a later SIGTERM from the launcher just ends the process
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
