@@ -316,3 +316,39 @@ def test_plot_rank_batches_draws_one_cell_per_example_and_row():
     ax = fig.axes[0]
     assert len(ax.patches) == 2 * 10
     assert [t.get_text() for t in ax.get_yticklabels()] == ["2 processes", "1 process"]
+
+
+def test_k_shot_training_set_and_a_batch_larger_than_it(tmp_path):
+    ok, logs = launch(1, ["--k", "5", "--global-batch", "60", "--out", str(tmp_path / "a")],
+                      tmp_path / "logs1")
+    assert not ok
+    assert "--global-batch 60 is larger than the 50 training images" in logs[0]
+    ok, logs = launch(1, ["--k", "5", "--global-batch", "10", "--steps", "2", "--out",
+                          str(tmp_path / "b")], tmp_path / "logs2")
+    assert ok, logs
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["train_images"] == 50
+
+
+@pytest.mark.parametrize("bn_eval", [True, False])
+def test_averaged_rank_gradients_equal_the_full_batch_gradient_only_with_bn_in_eval(bn_eval):
+    """Chapter 11's equation: (g_0 + g_1) / 2 = g(full batch), unless BatchNorm uses batch stats."""
+    import torch.nn.functional as F
+
+    model = tu.zoo.load("mnist8_cnn", device="cpu")
+    tu.seed_everything(0)
+    tu.replace_head(model, 10).train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.train(not bn_eval)
+    data = tu.load_digits()
+    x, y = data.x[:32], data.y[:32]
+
+    def grad(xb, yb):
+        model.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    full = grad(x, y)
+    averaged = (grad(x[0::2], y[0::2]) + grad(x[1::2], y[1::2])) / 2
+    gap = ((averaged - full).abs().max() / full.abs().max()).item()
+    assert (gap < 1e-5) if bn_eval else (gap > 1e-3)
