@@ -1,4 +1,4 @@
-"""Fine-tune a zoo model on several processes with DistributedDataParallel (the torchrun entry point of chapter 11).
+"""Distributed fine-tuning with DDP: the torchrun entry point of chapter 11 (the appendix).
 
 One machine, N processes (gloo on CPU, NCCL when CUDA is present):
 
@@ -262,13 +262,14 @@ def main(argv=None) -> dict | None:
                       f"--resume {args.out} once the cause is fixed.")
     signal.signal(signal.SIGTERM, stopped)
 
-    per_process, rest = divmod(args.global_batch, world * args.accumulate)
+    # Equal local batches, or the average of the local means is not the global mean.
+    parts = world * args.accumulate
+    per_process, rest = divmod(args.global_batch, parts)
     if rest:
         raise Failure(
             f"rank {rank}: --global-batch {args.global_batch} does not split into equal "
             f"local batches over {world} processes x {args.accumulate} micro-batches; use a "
-            f"multiple of {world * args.accumulate} (e.g. "
-            f"{max(1, round(args.global_batch / (world * args.accumulate))) * world * args.accumulate})")
+            f"multiple of {parts} (e.g. {max(1, round(args.global_batch / parts)) * parts})")
     local_batch = per_process * args.accumulate
 
     # Data: scikit-learn's digits; train on (k-shot from) one half, test on the other.
@@ -327,7 +328,7 @@ def main(argv=None) -> dict | None:
         for m in ddp.modules():
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 m.eval()
-    log_loss = torch.zeros((), device=device)
+    log_loss, log_steps = torch.zeros((), device=device), 0
     try:
         while step < args.steps:
             epoch, skip = divmod(step, batches_per_epoch)
@@ -353,12 +354,14 @@ def main(argv=None) -> dict | None:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
+                log_steps += 1
                 if step % args.log_every == 0 or step == args.steps:
                     dist.all_reduce(log_loss)  # the mean over processes, for the log only
                     if rank == 0:
-                        print(f"step {step:4d}  loss {log_loss.item() / world / args.log_every:.4f}",
-                              flush=True)
+                        mean = log_loss.item() / world / log_steps
+                        print(f"step {step:4d}  loss {mean:.4f}", flush=True)
                     log_loss.zero_()
+                    log_steps = 0
                 if rank == 0 and args.save_every and step % args.save_every == 0:
                     save_state(args.out, model, optimizer, step, batches_per_epoch, run)
     except (dist.DistError, RuntimeError) as err:

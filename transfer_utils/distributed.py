@@ -121,7 +121,7 @@ def training_memory(n_params: int, world_size: int = 1, *, strategy: str = "ddp"
 
 
 def check_rank_batches(fn: Callable[[list[int], int, int], list]) -> None:
-    """Exercise check (chapter 11): ``fn(perm, world_size, local_batch)`` gives every rank's batches.
+    """Exercise check (chapter 11): ``fn(perm, world_size, local_batch)`` gives each rank's batches.
 
     ``fn`` must return ``out[r][j]``, the indices of process ``r``'s j-th local
     batch, exactly as ``DistributedSampler(drop_last=True)`` and a
