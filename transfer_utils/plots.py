@@ -116,6 +116,8 @@ def plot_rank_batches(perm, world_size: int, local_batch: int, *, ax=None):
             ax.text(j * B + B / 2, 1.95, f"global batch {j}", ha="center", fontsize=8)
     for rank in range(world_size):
         ax.plot([], [], "s", color=colors(rank), label=f"rank {rank}")
+    if len(owner) < n:
+        ax.plot([], [], "s", color="#d9d9d9", label="dropped")
     ax.set(xlim=(-0.2, n + 0.2), ylim=(-0.1, 2.2))
     ax.set_yticks([0.4, 1.4], [f"{world_size} processes", "1 process"])
     ax.set_xticks([])
