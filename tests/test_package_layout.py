@@ -22,7 +22,7 @@ PKG = Path(tu.__file__).resolve().parent
 LAYERS = {
     "core": ["runtime", "data", "checkpoint", "surgery", "models", "training", "zoo"],
     "methods": ["features", "finetune", "param_efficient", "distill", "adapt", "multitask",
-                "zeroshot", "privacy"],
+                "zeroshot", "privacy", "distributed"],
     "measure": ["analysis", "experiments", "diagnostics"],
     "present": ["guide", "plots", "widgets", "exercises"],
 }
@@ -106,3 +106,22 @@ def test_private_helpers_are_not_named_check(module):
     named = [n.name for n in ast.walk(tree)
              if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name.startswith("_check")]
     assert not named, f"{module}: private helpers {named} look like exercise graders; rename them"
+
+
+def test_every_grader_speaks_in_one_style(capsys):
+    """Success prints one line starting with 'Correct:'; failure ends with 'Hint: ...'."""
+    import numpy as np
+
+    tu.check_ci95(lambda v: tu.summarize(v).ci95)
+    tu.check_attribute_map(lambda X, T, a: np.linalg.solve(X.T @ X + a * np.eye(X.shape[1]),
+                                                           X.T @ T))
+    tu.check_leep(tu.leep)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and all(line.startswith("Correct: ") for line in out)
+    for grader, wrong in ((tu.check_ci95, lambda v: 0.0), (tu.check_leep, lambda p, y: 0.0),
+                          (tu.check_kd_loss, lambda s, t, y, temperature, alpha: 0.0 * s.sum()),
+                          (tu.check_attribute_map, lambda X, T, a: X.T @ T)):
+        with pytest.raises(AssertionError) as err:
+            grader(wrong)
+        lines = str(err.value).splitlines()
+        assert len(lines) >= 2 and lines[-1].startswith("Hint: ") and lines[0], grader.__name__

@@ -6,7 +6,7 @@ The modules are organised by concept in four layers, and import only from the
 layers above them in this list (and, within a layer, from modules listed before):
 
 - core: runtime, data, checkpoint, surgery, models, training, zoo
-- methods: features, finetune, distill, adapt, multitask, zeroshot, privacy
+- methods: features, finetune, distill, adapt, multitask, zeroshot, privacy, distributed
 - measure: analysis, experiments, diagnostics
 - present: guide, plots, widgets, exercises
 
@@ -27,6 +27,7 @@ from .adapt import *  # noqa: F403
 from .multitask import *  # noqa: F403
 from .zeroshot import *  # noqa: F403
 from .privacy import *  # noqa: F403
+from .distributed import *  # noqa: F403
 from .analysis import *  # noqa: F403  (measure)
 from .experiments import *  # noqa: F403
 from .diagnostics import *  # noqa: F403

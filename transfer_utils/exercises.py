@@ -10,6 +10,7 @@ its docstring.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import tempfile
 import warnings
@@ -25,16 +26,53 @@ from .analysis import summarize
 from .data import ArrayDataset, make_loader
 from .diagnostics import leep
 from .distill import kd_loss
+from .distributed import rank_batches
 from .guide import GUIDE_METHODS, GUIDE_SCENARIOS, normalise_method
 from .models import SmallCNN, head_name
 from .surgery import has_prefix
 
 __all__ = ["check_ci95", "check_attribute_map", "check_param_groups", "check_extract_features",
            "check_kd_loss", "check_adapt_first_conv", "check_safe_loader",
-           "check_decision_guide", "check_leep"]
+           "check_decision_guide", "check_leep", "check_rank_batches"]
+
+
+def _wrong(problem: str, hint: str) -> AssertionError:
+    return AssertionError(f"{problem}\nHint: {hint}")
+
+
+def _styled(message: str, hint: str) -> str:
+    """``"<what is wrong>\nHint: <what to do>"``, the one hint style of every grader."""
+    if "Hint:" in message:
+        problem, given = message.split("Hint:", 1)
+        problem = problem.strip().rstrip(".") or "not right yet"
+        return f"{problem}\nHint: {given.strip()}"
+    return f"{message.strip()}\nHint: {hint}"
+
+
+def _grader(hint: str):
+    """Give a grader the book's one style: ``Correct: ...`` printed, or a ``Hint:`` raised.
+
+    The decorated function returns its success message, or raises
+    ``AssertionError`` saying what is wrong (with its own ``Hint:`` when it has a
+    specific one; ``hint`` otherwise).
+    """
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            try:
+                message = fn(*args, **kwargs)
+            except AssertionError as err:
+                raise AssertionError(_styled(str(err), hint)) from err.__cause__
+            print(f"Correct: {message}")
+
+        return run
+
+    return wrap
 
 
 
+
+@_grader('compare with the LEEP formula of chapter 7 (the joint P(y, z), then P(y | z))')
 def check_leep(fn: Callable) -> None:
     """Check a reader's LEEP implementation ``fn(source_probs, labels) -> float`` (chapter 7).
 
@@ -68,9 +106,10 @@ def check_leep(fn: Callable) -> None:
                 hint = "Hint: LEEP is the mean over examples, not the sum."
             raise AssertionError(f"on {what} LEEP should be {want:.5f} but your function "
                                  f"returned {got:.5f}. {hint}")
-    print(f"Well done: your LEEP matches the reference on all {len(cases)} cases.")
+    return f"your LEEP matches the reference on all {len(cases)} cases."
 
 
+@_grader("reread chapter 8's decision guide: labels per class, similarity, compute")
 def check_decision_guide(answers: Mapping[str, str]) -> None:
     """Exercise checker (chapter 8): your method for each of :data:`GUIDE_SCENARIOS`.
 
@@ -124,7 +163,7 @@ def check_decision_guide(answers: Mapping[str, str]) -> None:
                        "(partial fine-tuning; chapter 7 measures frozen distant features hurting)"))
         raise AssertionError(f"{s.name}: you chose {answers[s.name]!r}, the guide says "
                              f"{want!r}. Hint: {hint}")
-    print(f"Correct: all {len(GUIDE_SCENARIOS)} scenarios match the decision guide.")
+    return f"all {len(GUIDE_SCENARIOS)} scenarios match the decision guide."
 
 
 def _conv_mistakes(conv: nn.Conv2d, x: torch.Tensor, in_channels: int) -> dict[str, torch.Tensor]:
@@ -151,6 +190,7 @@ def _conv_mistakes(conv: nn.Conv2d, x: torch.Tensor, in_channels: int) -> dict[s
     }
 
 
+@_grader('a grey image copied into every channel must give the old response')
 def check_adapt_first_conv(fn: Callable[[nn.Conv2d, int], nn.Conv2d], *, seed: int = 0) -> None:
     """Exercise checker (chapter 6): does ``fn(conv, in_channels)`` adapt a first conv correctly?
 
@@ -219,7 +259,7 @@ def check_adapt_first_conv(fn: Callable[[nn.Conv2d, int], nn.Conv2d], *, seed: i
                     hint = (f"the output has shape {list(got.shape)} instead of "
                             f"{list(want.shape)}: copy stride, padding and dilation")
         raise AssertionError(f"wrong response for {what}. Hint: {hint}")
-    print(f"Correct: {len(cases)} layers adapted (3->1 and 1->3 channels), responses to grey "
+    return (f"{len(cases)} layers adapted (3->1 and 1->3 channels), responses to grey "
           "images unchanged.")
 
 
@@ -233,6 +273,7 @@ class _MarkerPayload:
         return (Path.write_text, (self.path, "written by code inside a checkpoint\n"))
 
 
+@_grader('load .safetensors with safetensors, .pt with torch.load(path, weights_only=True)')
 def check_safe_loader(fn: Callable[[str, nn.Module], object]) -> None:
     """Exercise checker (chapter 6): does ``fn(path, model)`` load weights without running code?
 
@@ -294,10 +335,11 @@ def check_safe_loader(fn: Callable[[str, nn.Module], object]) -> None:
                 "trapped.pt was loaded without an error: a file holding more than tensors must be "
                 "refused loudly (raise), not half-loaded or skipped in silence"
             )
-    print("Correct: both clean checkpoints loaded, and the booby-trapped one was refused before "
+    return ("both clean checkpoints loaded, and the booby-trapped one was refused before "
           "its code ran.")
 
 
+@_grader("one group for the body and one for the head, each with its own 'lr'")
 def check_param_groups(groups, model: nn.Module, *, ratio: float = 10.0) -> None:
     """Check the exercise "write the parameter groups so the head learns 10x faster".
 
@@ -384,14 +426,12 @@ def check_param_groups(groups, model: nn.Module, *, ratio: float = 10.0) -> None
             f"Hint: the head learns {head_lr / body_lr:g}x faster than the body; the exercise "
             f"asks for {ratio:g}x"
         )
-    print(f"Correct: the head learns {ratio:g}x faster than the body "
+    return (f"the head learns {ratio:g}x faster than the body "
           f"(head {head_lr:g}, body {body_lr:g}).")
 
 
-def _fail(msg: str, hint: str) -> AssertionError:
-    return AssertionError(f"{msg}\nHint: {hint}")
 
-
+@_grader("eval mode, torch.no_grad(), and the caller's mode restored in a finally block")
 def check_extract_features(fn: Callable) -> None:
     """Check a reader's ``fn(model, loader) -> (X, y)`` (chapter 4's first exercise).
 
@@ -408,14 +448,14 @@ def check_extract_features(fn: Callable) -> None:
     --------
     >>> import transfer_utils as tu
     >>> tu.check_extract_features(tu.extract_features)
-    ✓ extract_features: eval mode, no gradients, labels kept, caller's mode restored.
+    Correct: extract_features: eval mode, no gradients, labels kept, caller's mode restored.
     """
     state = torch.random.get_rng_state()  # dropout in train mode draws from the global RNG
     try:
         _grade_extract_features(fn)
     finally:
         torch.random.set_rng_state(state)
-    print("✓ extract_features: eval mode, no gradients, labels kept, caller's mode restored.")
+    return "extract_features: eval mode, no gradients, labels kept, caller's mode restored."
 
 
 def _grade_extract_features(fn: Callable) -> None:
@@ -437,38 +477,38 @@ def _grade_extract_features(fn: Callable) -> None:
 
     out = fn(net.body, make_loader(data, 16))
     if not (isinstance(out, tuple) and len(out) == 2):
-        raise _fail(f"fn should return a pair (X, y), got {type(out).__name__}",
+        raise _wrong(f"fn should return a pair (X, y), got {type(out).__name__}",
                     "collect features and labels batch by batch, then return "
                     "(torch.cat(features), torch.cat(labels))")
     X, labels = out
     X, labels = torch.as_tensor(X), torch.as_tensor(labels)
     if tuple(X.shape) != tuple(expected.shape):
-        raise _fail(f"X has shape {tuple(X.shape)}, expected {tuple(expected.shape)} "
+        raise _wrong(f"X has shape {tuple(X.shape)}, expected {tuple(expected.shape)} "
                     f"(48 examples x 16 features)", "concatenate the batches along dim 0")
     if not torch.equal(labels.cpu().long(), y):
-        raise _fail("the labels do not match the loader's labels, in order",
+        raise _wrong("the labels do not match the loader's labels, in order",
                     "append y from every batch and torch.cat them; do not shuffle")
     if X.requires_grad or X.grad_fn is not None:
-        raise _fail("the features carry a gradient graph",
+        raise _wrong("the features carry a gradient graph",
                     "run the forward passes inside `with torch.no_grad():` (or decorate "
                     "fn with @torch.no_grad()): no memory is spent on a graph")
     for name, t in net.body.block1.bn.state_dict().items():
         if not torch.equal(t, stats[name]):
-            raise _fail(f"BatchNorm's running statistics changed ({name})",
+            raise _wrong(f"BatchNorm's running statistics changed ({name})",
                         "in train mode BatchNorm updates running_mean/var on every forward "
                         "pass, even under no_grad: call model.eval() before the loop")
     if not torch.allclose(X.cpu().float(), expected, atol=1e-5):
-        raise _fail("the features differ from the model's test-time (eval-mode) features",
+        raise _wrong("the features differ from the model's test-time (eval-mode) features",
                     "call model.eval() before extracting: dropout and BatchNorm behave "
                     "differently in train mode")
     if not (net.body.training and all(m.training for m in net.body.modules())):
-        raise _fail("the model was in train mode but is not any more",
+        raise _wrong("the model was in train mode but is not any more",
                     "remember `was_training = model.training` first and end with "
                     "`model.train(was_training)`")
     net.eval()
     fn(net.body, make_loader(data, 16))
     if net.body.training:
-        raise _fail("the model was in eval mode but fn left it in train mode",
+        raise _wrong("the model was in eval mode but fn left it in train mode",
                     "restore the mode the model had (model.train(was_training)); do not "
                     "call model.train() unconditionally")
 
@@ -482,10 +522,10 @@ def _grade_extract_features(fn: Callable) -> None:
     except RuntimeError:
         pass
     else:
-        raise _fail("an error from the loader was swallowed",
+        raise _wrong("an error from the loader was swallowed",
                     "let exceptions propagate; do not catch them without re-raising")
     if not net.body.training:
-        raise _fail("after an error half-way, the model was left in eval mode",
+        raise _wrong("after an error half-way, the model was left in eval mode",
                     "restore the mode in a `finally:` block, so it runs on errors too")
 
 
@@ -524,6 +564,7 @@ def _kd_mistakes(s, t, y, T, alpha) -> dict[str, torch.Tensor]:
     }
 
 
+@_grader('alpha * T**2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)')
 def check_kd_loss(fn, *, trials: int = 25, seed: int = 0) -> None:
     """Exercise checker: does ``fn(s, t, y, temperature=T, alpha=a)`` equal :func:`kd_loss`?
 
@@ -577,15 +618,13 @@ def check_kd_loss(fn, *, trials: int = 25, seed: int = 0) -> None:
                 "compare with alpha * T**2 * KL(softmax(t/T) || softmax(s/T)), KL summed over "
                 "classes and averaged over the batch, + (1 - alpha) * cross_entropy(s, y)")
         raise AssertionError(f"not the KD loss yet: {first_failure}. Hint: {hint}")
-    print(f"Correct: your loss matches tu.kd_loss on {trials} random cases "
+    return (f"your loss matches tu.kd_loss on {trials} random cases "
           f"(T from {min(temperatures):g} to {max(temperatures):g}, "
           f"alpha from {min(alphas):g} to {max(alphas):g}).")
 
 
-def _ok(msg: str) -> None:
-    print(f"Correct! {msg}")
 
-
+@_grader('the half-width is t(0.975, n-1) * std(values, ddof=1) / sqrt(n)')
 def check_ci95(fn: Callable[[Sequence[float]], float]) -> None:
     """Exercise check (chapter 1): ``fn(values)`` returns the 95% half-width of the mean.
 
@@ -617,9 +656,10 @@ def check_ci95(fn: Callable[[Sequence[float]], float]) -> None:
                 f"for values {values} expected {want:.5f}, got {got:.5f}; the half-width is "
                 "t(0.975, n-1) * std(values, ddof=1) / sqrt(n)"
             )
-    _ok("your interval matches tu.summarize(values).ci95.")
+    return "your interval matches tu.summarize(values).ci95."
 
 
+@_grader('W = (X^T X + alpha I)^-1 X^T T, solved with np.linalg.solve')
 def check_attribute_map(fn: Callable[[np.ndarray, np.ndarray, float], np.ndarray]) -> None:
     r"""Exercise check (chapter 2): ``fn(X, T, alpha)`` returns the ridge solution ``W``.
 
@@ -648,4 +688,54 @@ def check_attribute_map(fn: Callable[[np.ndarray, np.ndarray, float], np.ndarray
                 f"alpha={alpha}: W differs from (X^T X + alpha I)^-1 X^T T by up to "
                 f"{np.abs(got - want).max():.3g}; solve the linear system with np.linalg.solve"
             )
-    _ok("W = (X^T X + alpha I)^-1 X^T T, the map AttributeZeroShot learns.")
+    return "W = (X^T X + alpha I)^-1 X^T T, the map AttributeZeroShot learns."
+
+
+@_grader('rank r gets positions r, r + W, r + 2W, ... of each global batch')
+def check_rank_batches(fn: Callable[[list[int], int, int], list]) -> None:
+    """Exercise check (chapter 11): ``fn(perm, world_size, local_batch)`` gives each rank's batches.
+
+    ``fn`` must return ``out[r][j]``, the indices of process ``r``'s j-th local
+    batch, exactly as ``DistributedSampler(drop_last=True)`` and a
+    ``DataLoader(drop_last=True)`` make them (see :func:`rank_batches`). Prints one
+    line starting with ``Correct:`` when right; raises ``AssertionError`` ending with
+    a hint when wrong.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> tu.check_rank_batches(tu.rank_batches)
+    Correct: every process gets the same slices of each global batch as DistributedSampler gives it.
+    """
+    import torch
+
+    cases = [(8, 2, 2), (10, 2, 2), (11, 3, 1), (23, 2, 4), (12, 4, 3), (7, 1, 3)]
+    for n, world, local in cases:
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(n)).tolist()
+        want = rank_batches(perm, world, local)
+        got = fn(list(perm), world, local)
+        try:
+            got = [[[int(i) for i in batch] for batch in per_rank] for per_rank in got]
+        except TypeError:
+            raise AssertionError(
+                f"return a list with one list of batches per process, got {got!r}\n"
+                "Hint: out[r][j] is the list of indices of rank r's j-th batch") from None
+        if got == want:
+            continue
+        where = f"for perm={perm}, world_size={world}, local_batch={local}"
+        contiguous = [[perm[r * (n // world):(r + 1) * (n // world)][i:i + local]
+                       for i in range(0, n // world - local + 1, local)] for r in range(world)]
+        if len(got) != world:
+            hint = "return one list of batches for every rank 0 .. world_size - 1"
+        elif got == contiguous:
+            hint = ("DistributedSampler does not give rank r a contiguous block: it takes "
+                    "every world_size-th index, starting at position r (perm[r::world_size])")
+        elif any(len(b) != local for per_rank in got for b in per_rank):
+            hint = ("with drop_last=True every batch has exactly local_batch indices: drop "
+                    "the incomplete tail (the sampler drops n % world_size indices first)")
+        else:
+            hint = ("keep perm[:world_size * (n // world_size)], take perm[r::world_size] "
+                    "for rank r and cut it into full batches of local_batch")
+        raise AssertionError(f"{where} expected {want}, got {got}\nHint: {hint}")
+    return ("every process gets the same slices of each global batch as "
+          "DistributedSampler gives it.")

@@ -17,6 +17,7 @@ import torch
 
 from .analysis import Summary
 from .data import dataset_classes
+from .distributed import rank_batches
 from .features import project_2d
 from .finetune import KFoldEpochs
 from .guide import GUIDE_METHODS, recommend_method
@@ -24,7 +25,7 @@ from .training import History
 
 __all__ = ["plot_curves", "plot_history", "show_images", "plot_heatmap", "plot_bars",
            "plot_decision_guide", "plot_kfold", "plot_projection", "plot_layerwise",
-           "plot_transfer_diagram"]
+           "plot_transfer_diagram", "plot_rank_batches"]
 
 _GUIDE_COLOURS = {"feature extraction": "#9ecae1", "fine-tune": "#a1d99b",
                   "partial fine-tune": "#fdd0a2", "scratch": "#d9d9d9"}
@@ -477,4 +478,55 @@ def plot_transfer_diagram(
     arrow(4.3, 2.55, 4.3, 1.55, "copy the weights\n(shared knowledge)")
     ax.text(7.2, 2.07, "task-specific:\nnot transferred", fontsize=8.5, ha="center",
             va="center", color="0.35")
+    return fig
+
+
+def plot_rank_batches(perm, world_size: int, local_batch: int, *, ax=None):
+    """Draw how DDP's sampler splits one shuffled epoch among processes (chapter 11).
+
+    Top row: the epoch as one process sees it, cut into global batches of
+    ``world_size * local_batch``. Bottom row: the same positions coloured by the
+    process that gets them (:func:`rank_batches`); a grey cell is dropped
+    (``drop_last``). Each cell shows the example index. Returns the Figure.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> fig = tu.plot_rank_batches(list(range(10)), world_size=2, local_batch=2)
+    >>> len(fig.axes)
+    1
+    """
+    perm = [int(i) for i in perm]
+    batches = rank_batches(perm, world_size, local_batch)
+    owner = {}
+    for rank, per_rank in enumerate(batches):
+        for j, batch in enumerate(per_rank):
+            for i in batch:
+                owner[i] = (rank, j)
+    n, B = len(perm), world_size * local_batch
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(
+        figsize=(min(0.42 * n + 1.6, 9.0), 2.3))
+    colors = plt.get_cmap("tab10")
+    for pos, i in enumerate(perm):
+        used = i in owner
+        for row, color in ((1, "#d9d9d9" if not used else "#f2f2f2"),
+                           (0, colors(owner[i][0]) if used else "#d9d9d9")):
+            ax.add_patch(plt.Rectangle((pos, row), 0.94, 0.8, color=color))
+            ax.text(pos + 0.47, row + 0.4, str(i), ha="center", va="center", fontsize=8,
+                    color="white" if row == 0 and used else "black")
+    for j in range(n // B + 1):
+        ax.axvline(j * B - 0.03, color="black", lw=1.2, ymin=0.0, ymax=1.0)
+        if (j + 1) * B <= n:
+            ax.text(j * B + B / 2, 1.95, f"global batch {j}", ha="center", fontsize=8)
+    for rank in range(world_size):
+        ax.plot([], [], "s", color=colors(rank), label=f"rank {rank}")
+    if len(owner) < n:
+        ax.plot([], [], "s", color="#d9d9d9", label="dropped")
+    ax.set(xlim=(-0.2, n + 0.2), ylim=(-0.1, 2.2))
+    ax.set_yticks([0.4, 1.4], [f"{world_size} processes", "1 process"])
+    ax.set_xticks([])
+    for side in ("top", "right", "bottom", "left"):
+        ax.spines[side].set_visible(False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
+    fig.tight_layout()
     return fig
