@@ -333,7 +333,7 @@ def check(out: Path = DEFAULT_OUT, jobs: int | None = None, ids: Iterable[str] |
     print("\nFeedback on the wrong submissions (what the student sees under each failed test):")
     for a, per in results.items():
         for q, text in per["wrong"].feedback.items():
-            print(f"  {a} {q}: {text[:300]}")
+            print(f"  {a} {q}: {' / '.join(text.splitlines())}")
     summary = {a: {s: {"points": r.auto, "max": r.auto_max} for s, r in per.items()}
                for a, per in results.items()}
     (out / "check" / "results.json").write_text(json.dumps(summary, indent=2))

@@ -111,8 +111,10 @@ def test_master_starts_with_the_colab_cell_and_a_title_and_has_no_outputs(assign
     first = nb.cells[0]
     assert first.cell_type == "code" and "google.colab" in first.source
     assert "remove-cell" in first.metadata.get("tags", [])
-    assert nb.cells[1].source.startswith("# Assignment")
-    assert "Learning goals" in nb.cells[1].source
+    intro = nb.cells[1].source
+    assert intro.startswith("# Assignment") and "Learning goals" in intro
+    indented = [line for line in intro.splitlines() if line.startswith("    ")]
+    assert not indented, f"{assignment}: the introduction would render as code: {indented[:1]}"
     dirty = [i for i, c in enumerate(nb.cells)
              if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count"))]
     assert not dirty, f"{assignment}: clear the outputs of cells {dirty}"
