@@ -68,6 +68,7 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory nbval
 	$(MAKE) --no-print-directory book
 	$(MAKE) --no-print-directory browser
+	$(MAKE) --no-print-directory coursework-check
 
 # The built book in headless Chromium (Debian's chromium + chromium-driver, installed
 # here when missing): pages load, figures show, math renders, links resolve.
@@ -87,6 +88,16 @@ chromium:
 
 browser: $(STAMP) chromium
 	$(QUIET_ENV) $(BIN)/python -m pytest -p no:cacheprovider tests_browser/
+
+# The coursework pack (coursework/README.md), built and graded offline with nbgrader:
+# student copies and the autograder course in _build/coursework/, then every assignment's
+# instructor, blank and wrong submissions graded in parallel, with a results table.
+.PHONY: coursework coursework-check
+coursework: $(STAMP)
+	$(QUIET_ENV) $(BIN)/python coursework/coursework.py build
+
+coursework-check: coursework
+	$(QUIET_ENV) $(BIN)/python coursework/coursework.py check
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=book $(LAB_FLAGS)
