@@ -1,5 +1,6 @@
 """Tests for transfer_utils.training: fit learns, History, early stopping, errors, determinism."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,3 +109,95 @@ def test_evaluate_and_predict_restore_mode(toy_images):
     assert net.training
     logits, y = tu.predict(net.eval(), tu.make_loader(toy_images, 50))
     assert logits.shape == (200, 4) and torch.equal(y, toy_images.y) and not net.training
+
+
+# --------------------------------------------------------------------------- bad batches, Ctrl-C
+
+
+def test_integer_labels_of_any_width_become_int64_and_float_labels_are_refused(toy_images):
+    x, y = toy_images.x[:32], toy_images.y[:32]
+    net = tu.SmallCNN(num_classes=4, widths=(4,))
+    hist = tu.fit(net, [(x, y.to(torch.int32))], epochs=1, progress=False)
+    assert hist.steps == 1
+    with pytest.raises(TypeError, match="labels must be integer class ids, got dtype float32"):
+        tu.fit(net, [(x, y.float())], epochs=1, progress=False)
+    # a custom loss may take float targets (soft labels, regression)
+    soft = torch.nn.functional.one_hot(y, 4).float()
+    tu.fit(net, [(x, soft)], epochs=1, progress=False,
+           loss_fn=lambda logits, t: torch.nn.functional.cross_entropy(logits, t))
+
+
+def test_a_non_finite_gradient_is_caught_before_the_step(toy_images):
+    class NaNGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * float("nan")
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4))
+    model.forward = lambda x, m=model: NaNGrad.apply(m[1](m[0](x)))  # finite loss, NaN grads
+    before = model[1].weight.detach().clone()
+    with pytest.raises(FloatingPointError, match="non-finite gradient at epoch 1, batch 1"):
+        tu.fit(model, tu.make_loader(toy_images, 32), epochs=1, progress=False)
+    assert torch.equal(before, model[1].weight)  # the step was not taken
+
+
+def test_ctrl_c_keeps_the_best_weights_and_the_history(toy_images):
+    tu.seed_everything(0)
+    net = tu.MLP(64, (16,), 4)
+    train, val = tu.make_loader(toy_images, 32, shuffle=True), tu.make_loader(toy_images, 64)
+    snapshots = {}
+
+    def stop_at_epoch_3(epoch, model, history):
+        snapshots[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(tu.TrainingInterrupted, match="history so far is the exception's"
+                       ) as info:
+        tu.fit(net, train, epochs=10, val_loader=val, lr=1e-2, progress=False,
+               on_epoch_end=stop_at_epoch_3)
+    hist = info.value.history
+    assert isinstance(info.value, KeyboardInterrupt) and hist.interrupted
+    assert hist.epochs == 3 and len(hist.val_loss) == 3
+    best = hist.best_epoch
+    assert best == 1 + int(np.argmin(hist.val_loss))
+    assert all(torch.equal(v, snapshots[best][k]) for k, v in net.state_dict().items())
+    assert f"best epoch so far ({best})" in str(info.value)
+
+
+def test_the_progress_bar_moves_per_batch(toy_images, capsys):
+    loader = tu.make_loader(toy_images, 10)  # 20 batches per epoch
+    tu.fit(tu.MLP(64, (8,), 4), loader, epochs=1, progress=True)
+    err = capsys.readouterr().err
+    assert "20/20" in err and "batch" in err
+
+
+def test_an_epoch_without_batches_is_an_error_not_a_division_by_zero():
+    empty = tu.ArrayDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0))
+    with pytest.raises(ValueError, match="empty"):
+        tu.fit(tu.MLP(64), tu.make_loader(empty), epochs=1)
+    gen = (b for b in [(torch.zeros(2, 1, 8, 8), torch.tensor([0, 1]))])
+    with pytest.raises(ValueError, match="yielded no batch in epoch 2"):
+        tu.fit(tu.MLP(64), gen, epochs=2, progress=False)
+
+
+def test_fit_by_steps_stops_part_way_through_an_epoch(toy_images):
+    loader = tu.make_loader(toy_images, 32, shuffle=True)  # 7 batches per epoch
+    hist = tu.fit(tu.MLP(64, (8,), 4), loader, steps=10, progress=False)
+    assert hist.steps == 10 and hist.epochs == 2
+
+
+def test_fit_with_seed_is_reproducible(toy_images):
+    def run():
+        net = tu.MLP(64, (8,), 4)
+        return tu.fit(net, tu.make_loader(toy_images, 32, shuffle=True), steps=5, seed=3,
+                      progress=False).train_loss
+
+    torch.manual_seed(0)
+    first = run()  # the model is built before fit seeds; the training itself is seeded
+    torch.manual_seed(0)
+    assert run() == first

@@ -94,7 +94,13 @@ def recommend_method(
 
 @dataclass(frozen=True)
 class Scenario:
-    """A made-up project for chapter 8's decision-guide exercise."""
+    """A made-up project for chapter 8's decision-guide exercise.
+
+    ``acceptable`` lists every method a careful practitioner could defend as the
+    first try (the guide's own answer among them), and ``why`` says why the others
+    are not: the guide is a rule of thumb, so the exercise grades judgement, not
+    agreement with one boundary.
+    """
 
     name: str
     description: str
@@ -102,6 +108,8 @@ class Scenario:
     similarity: float
     compute: str = "normal"
     small_model: bool = False
+    acceptable: tuple[str, ...] = ()
+    why: str = ""
 
     def recommend(self) -> str:
         """What :func:`recommend_method` says for this scenario."""
@@ -111,18 +119,40 @@ class Scenario:
 
 GUIDE_SCENARIOS = (
     Scenario("pets", "Classify 37 pet breeds from photos, 3 labelled photos per breed, "
-             "starting from an ImageNet model.", 3, 0.9),
+             "starting from an ImageNet model.", 3, 0.9,
+             acceptable=("feature extraction", "fine-tune"),
+             why="with 3 photos per breed and a closely related source, start from the "
+                 "pretrained features: a head on frozen features, or a careful fine-tune with "
+                 "a small body rate (chapters 3 and 4); scratch or a partially retrained "
+                 "network throws away what the source knows about pets"),
     Scenario("xray", "Grade chest X-rays (5 grades), 400 labelled images per grade, starting "
-             "from an ImageNet model (natural photos: a distant domain).", 400, 0.3),
+             "from an ImageNet model (natural photos: a distant domain).", 400, 0.3,
+             acceptable=("partial fine-tune", "fine-tune"),
+             why="natural-photo features are a distant start for X-rays, so frozen features "
+                 "are a poor bet (chapter 7); fine-tuning all or part of the network is "
+                 "standard practice in medical imaging, with gains smaller than often assumed "
+                 "(Raghu et al. 2019)"),
     Scenario("factory", "Sort product photos into 8 defect types, 200 labels per type, an "
-             "ImageNet model, a GPU for a day.", 200, 0.7),
+             "ImageNet model, a GPU for a day.", 200, 0.7,
+             acceptable=("fine-tune", "partial fine-tune"),
+             why="a related source, a few hundred labels per class and compute to spare: "
+                 "adapt the network (chapter 3); frozen features leave accuracy on the table"),
     Scenario("phone", "The same defect classifier must then run on a phone at 30 frames per "
-             "second.", 200, 0.7, small_model=True),
+             "second.", 200, 0.7, small_model=True,
+             acceptable=("fine-tune, then distil", "partial fine-tune, then distil"),
+             why="the deployed model must be small and fast: train the best model you can, "
+                 "then distil it into a small student (chapter 5)"),
     Scenario("radar", "Classify 4 radar signal types, 20,000 labelled signals per type, the only "
-             "pretrained model was trained on speech.", 20000, 0.1),
+             "pretrained model was trained on speech.", 20000, 0.1,
+             acceptable=("scratch", "partial fine-tune", "fine-tune"),
+             why="20,000 labels per class are enough to train from scratch, and a distant "
+                 "start rarely helps at that size (He et al. 2019); fine-tuning it is "
+                 "harmless but a frozen speech body is not (chapter 7)"),
     Scenario("laptop", "Classify 10 kinds of handwritten symbols, 50 labels each, a model "
              "pretrained on handwritten digits, and only a laptop CPU for an hour.", 50, 0.8,
-             compute="low"),
+             compute="low", acceptable=("feature extraction", "partial fine-tune"),
+             why="a related source but little training compute: cache the features once and "
+                 "train a head (chapter 4), or retrain only the top layers"),
 )
 
 
