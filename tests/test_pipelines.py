@@ -548,3 +548,41 @@ def test_ch6_flatten_size_for_32_pixel_inputs():
                              nn.Conv2d(16, 32, 3, padding=1), nn.MaxPool2d(2), nn.Flatten())
     assert features(torch.zeros(1, 1, 32, 32)).shape[1] == 32 * 8 * 8
     assert features(torch.zeros(1, 1, 28, 28)).shape[1] == 32 * 7 * 7
+
+
+# --------------------------------------------------------------------------- downloads
+
+
+def test_a_stalled_download_honours_its_timeout(tmp_path):
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    held = []
+    threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/resnet18-f37072fd.pth"
+    t0 = time.perf_counter()
+    with pytest.raises(OSError):
+        models._download(url, tmp_path / "w.pth", timeout=1.0)  # accepts, never answers
+    assert time.perf_counter() - t0 < 5.0
+    assert list(tmp_path.iterdir()) == []  # no partial file left behind
+    server.close()
+
+
+def test_a_damaged_cached_hub_file_gets_a_clear_message(tmp_path):
+    good = tmp_path / "resnet18-00000000.pth"
+    torch.save({"w": torch.zeros(2)}, good)
+    with pytest.raises(tu.WeightsUnavailableError, match="damaged or was replaced"):
+        models._load_hub_file(good, "use weights=None")  # the hash prefix does not match
+    digest = tu.sha256_file(good)[:8]
+    named = tmp_path / f"resnet18-{digest}.pth"
+    good.rename(named)
+    assert torch.equal(models._load_hub_file(named, "x")["w"], torch.zeros(2))
+    data = named.read_bytes()
+    truncated = tmp_path / "plain.pth"  # no hash in the name: only readability is checked
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(tu.WeightsUnavailableError, match="cannot be read"):
+        models._load_hub_file(truncated, "use weights=None")
