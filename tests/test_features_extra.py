@@ -88,7 +88,7 @@ def test_nearest_class_mean_by_hand():
 
 def test_nearest_class_mean_errors():
     X, y = _blobs()
-    with pytest.raises(ValueError, match="'cosine' or 'euclidean'"):
+    with pytest.raises(ValueError, match="metric must be one of 'cosine', 'euclidean'"):
         tu.NearestClassMean("manhattan")
     with pytest.raises(RuntimeError, match="fit"):
         tu.NearestClassMean().predict(X)
@@ -243,7 +243,7 @@ def test_project_2d_and_plots(toy_images):
     assert Z.shape == (200, 2)
     assert np.isfinite(Z).all() and Z[:, 0].var() >= Z[:, 1].var()  # PCA: first axis first
     assert tu.project_2d(X[:40], method="tsne").shape == (40, 2)
-    with pytest.raises(ValueError, match="'pca' or 'tsne'"):
+    with pytest.raises(ValueError, match="method must be one of 'pca', 'tsne'"):
         tu.project_2d(X, method="umap")
     with pytest.raises(ValueError, match="n >= 3"):
         tu.project_2d(X[:2])

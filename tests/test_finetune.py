@@ -72,9 +72,9 @@ def test_l2sp_anchor_is_a_copy_of_the_source():
 
 def test_l2sp_errors():
     src = tu.SmallCNN()
-    with pytest.raises(ValueError, match="alpha must be a non-negative"):
+    with pytest.raises(ValueError, match="alpha must be a non-negative number"):
         tu.l2sp_penalty(src, src, alpha=-1)
-    with pytest.raises(ValueError, match="beta must be a non-negative"):
+    with pytest.raises(ValueError, match="beta must be a non-negative number"):
         tu.l2sp_penalty(src, src, alpha=1, beta=-0.1)
     with pytest.raises(TypeError, match="source_state must be"):
         tu.l2sp_penalty([1, 2], src, alpha=1)
@@ -174,7 +174,7 @@ def test_gradual_unfreezing_errors():
         tu.GradualUnfreezing(net, head_only, ["body.block3"])
     assert all(p.requires_grad for p in net.parameters())  # the failed schedule undid its freeze
     opt = torch.optim.Adam(net.parameters())
-    with pytest.raises(ValueError, match="every must be a positive"):
+    with pytest.raises(ValueError, match=r"every \(epochs between unfreezing steps\) must be a positive integer"):
         tu.GradualUnfreezing(net, opt, ["body.block3"], every=0)
     with pytest.raises(ValueError, match="non-empty list of name prefixes"):
         tu.GradualUnfreezing(net, opt, "body.block3")

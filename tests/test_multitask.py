@@ -228,7 +228,7 @@ def test_accuracy_ci_is_wilson_and_contains_the_estimate():
     assert tu.accuracy_ci(0.0, 50)[0] == 0.0
     wide, narrow = tu.accuracy_ci(0.7, 50), tu.accuracy_ci(0.7, 5000)
     assert wide[1] - wide[0] > narrow[1] - narrow[0]
-    with pytest.raises(ValueError, match="n must be a positive"):
+    with pytest.raises(ValueError, match=r"n \(a positive number of test examples\) must be a positive integer"):
         tu.accuracy_ci(0.5, 0)
     with pytest.raises(ValueError, match=r"accuracy must be in \[0, 1\]"):
         tu.accuracy_ci(1.5, 10)

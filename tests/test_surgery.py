@@ -115,7 +115,7 @@ def test_param_groups_default_and_errors():
         tu.param_groups(net, {"head": 1e-3})
     groups = tu.param_groups(net, {"head": 1e-3}, default_lr=1e-5)
     assert groups[-1]["name"] == "default" and groups[-1]["lr"] == 1e-5
-    with pytest.raises(ValueError, match="must be a number >= 0"):
+    with pytest.raises(ValueError, match="must be a non-negative number"):
         tu.param_groups(net, {"head": -1.0})
     with pytest.raises(ValueError, match="named 'neck'"):
         tu.param_groups(net, {"neck": 1e-3})

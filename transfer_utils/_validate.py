@@ -37,14 +37,14 @@ def positive_int(value, name: str, fn: str | None = None) -> int:
 def nonneg_int(value, name: str, fn: str | None = None) -> int:
     """``value`` as an ``int >= 0``, or a ``ValueError`` that names it."""
     if not is_int(value) or int(value) < 0:
-        raise ValueError(f"{_where(fn)}{name} must be an integer >= 0, got {value!r}")
+        raise ValueError(f"{_where(fn)}{name} must be a non-negative integer, got {value!r}")
     return int(value)
 
 
 def seed_value(value, fn: str | None = None) -> int:
     """A seed: an ``int >= 0``."""
     if not is_int(value) or int(value) < 0:
-        raise ValueError(f"{_where(fn)}seed must be an integer >= 0, got {value!r}")
+        raise ValueError(f"{_where(fn)}seed must be a non-negative integer, got {value!r}")
     return int(value)
 
 
@@ -74,6 +74,8 @@ def number(
     if not ok:
         if low == 0 and low_open and high is None:
             want = "a positive number"
+        elif low == 0 and not low_open and high is None:
+            want = "a non-negative number"
         elif low is not None and high is not None and not low_open and not high_open:
             want = f"a number in [{low:g}, {high:g}]"
         else:

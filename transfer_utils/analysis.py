@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from . import _validate as V
+
 __all__ = ["linear_cka", "summarize", "Summary", "format_table", "results_table", "Table",
            "accuracy_ci", "paired_gain"]
 
@@ -191,8 +193,7 @@ def format_table(rows: Sequence[Mapping] | Mapping[str, Mapping], *, floatfmt: s
     --------+------
     scratch | 0.500
     """
-    if spread not in ("std", "ci95"):
-        raise ValueError(f"spread must be 'std' or 'ci95', got {spread!r}")
+    V.one_of(spread, "spread", ("std", "ci95"), "format_table")
     if isinstance(rows, Mapping):
         if not rows:
             raise ValueError("no rows to format: pass {row: {column: value}} or a list of dicts")
@@ -248,8 +249,7 @@ def accuracy_ci(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]
     >>> round(lo, 3), round(hi, 3)
     (0.826, 0.945)
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive number of test examples, got {n!r}")
+    V.positive_int(n, "n (a positive number of test examples)", "accuracy_ci")
     if not 0.0 <= accuracy <= 1.0:
         raise ValueError(f"accuracy must be in [0, 1], got {accuracy!r}")
     denom = 1 + z * z / n

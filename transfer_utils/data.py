@@ -469,7 +469,7 @@ def load_glyphs(
     _image_size_arg(image_size, "load_glyphs")
     if not chars or len(set(chars)) != len(chars):
         raise ValueError(f"load_glyphs: chars must be non-empty with no repeats, got {chars!r}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < len(chars):
+    if not V.is_int(n) or n < len(chars):
         raise ValueError(
             f"load_glyphs: n must be an int >= len(chars) = {len(chars)} (one image per class), "
             f"got {n!r}"
@@ -1207,8 +1207,7 @@ def random_shift(
     >>> shift(torch.ones(4, 1, 5, 5), torch.Generator().manual_seed(0)).shape
     torch.Size([4, 1, 5, 5])
     """
-    if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
-        raise ValueError(f"random_shift: max_shift must be an int >= 0, got {max_shift!r}")
+    V.nonneg_int(max_shift, "max_shift", "random_shift")
     m = max_shift
 
     def shift(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

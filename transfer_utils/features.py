@@ -387,8 +387,7 @@ class NearestClassMean:
     """
 
     def __init__(self, metric: str = "cosine", center: bool = False):
-        if metric not in ("cosine", "euclidean"):
-            raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+        V.one_of(metric, "metric", ("cosine", "euclidean"), "NearestClassMean")
         self.metric, self.center = metric, center
 
     def _prep(self, X) -> torch.Tensor:
@@ -773,7 +772,8 @@ def project_2d(X, *, method: str = "pca", seed: int = 0) -> np.ndarray:
         perplexity = min(30.0, (len(X) - 1) / 3)
         return TSNE(n_components=2, init="pca", random_state=seed,
                     perplexity=perplexity).fit_transform(X)
-    raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
+    V.one_of(method, "method", ("pca", "tsne"), "project_2d")
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 

@@ -156,8 +156,7 @@ def l2sp_penalty(
     False
     """
     for what, value in (("alpha", alpha), ("beta", beta)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{what} must be a non-negative number, got {value!r}")
+        V.nonneg(value, what, "l2sp_penalty")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if isinstance(source_state, nn.Module):
@@ -235,8 +234,7 @@ class GradualUnfreezing:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                  stages: Sequence[str | Sequence[str]], every: int = 1):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"every must be a positive number of epochs, got {every!r}")
+        V.positive_int(every, "every (epochs between unfreezing steps)", "GradualUnfreezing")
         if isinstance(stages, str) or not stages:
             raise ValueError(
                 "stages must be a non-empty list of name prefixes, top first, e.g. "
@@ -390,8 +388,7 @@ class KFoldEpochs:
     def curve(self, metric: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean over folds and its standard error, per epoch, of ``"loss"`` or ``"accuracy"``."""
         metric = metric or self.criterion
-        if metric not in ("loss", "accuracy"):
-            raise ValueError(f"metric must be 'loss' or 'accuracy', got {metric!r}")
+        V.one_of(metric, "metric", ("loss", "accuracy"), "KFoldEpochs.curve")
         values = self.val_loss if metric == "loss" else self.val_acc
         se = values.std(0, ddof=1) / np.sqrt(self.folds)
         return values.mean(0), se
@@ -477,10 +474,8 @@ def kfold_epochs(
     ((3, 2), True)
     """
     max_epochs = V.positive_int(max_epochs, "max_epochs", "kfold_epochs")
-    if criterion not in ("loss", "accuracy"):
-        raise ValueError(f"criterion must be 'loss' or 'accuracy', got {criterion!r}")
-    if rule not in ("best", "1se"):
-        raise ValueError(f"rule must be 'best' or '1se', got {rule!r}")
+    V.one_of(criterion, "criterion", ("loss", "accuracy"), "kfold_epochs")
+    V.one_of(rule, "rule", ("best", "1se"), "kfold_epochs")
     parts = fold_splits(dataset, folds, seed=seed)
     make_optimizer = make_optimizer or (lambda m: torch.optim.Adam(
         [p for p in m.parameters() if p.requires_grad], lr=1e-3))

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from . import _validate as V
+
 __all__ = ["GUIDE_METHODS", "GUIDE_SCENARIOS", "Scenario", "recommend_method",
            "normalise_method"]
 
@@ -81,8 +83,7 @@ def recommend_method(
     if isinstance(labels_per_class, bool) or not isinstance(labels_per_class, (int, float)) \
             or not labels_per_class >= 1:
         raise ValueError(f"labels_per_class must be a number >= 1, got {labels_per_class!r}")
-    if compute not in ("normal", "low"):
-        raise ValueError(f"compute must be 'normal' or 'low', got {compute!r}")
+    V.one_of(compute, "compute", ("normal", "low"), "recommend_method")
     s = _similarity(similarity)
     n = float(labels_per_class)
     if s >= 0.5:

@@ -73,8 +73,7 @@ class MultiTaskNet(nn.Module):
         for name, k in heads.items():
             if not isinstance(name, str) or not name.isidentifier():
                 raise ValueError(f"task names must be identifiers like 'digit', got {name!r}")
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise ValueError(f"task {name!r}: number of classes must be a positive int, got {k!r}")
+            V.positive_int(k, f"task {name!r}: the number of classes")
         self.body = body
         self.feature_dim = int(feature_dim)
         self.heads = nn.ModuleDict({n: nn.Linear(self.feature_dim, k) for n, k in heads.items()})
@@ -261,8 +260,7 @@ class Autoencoder(nn.Module):
         if not in_shape or min(in_shape) < 1:
             raise ValueError(f"in_shape must be positive sizes like (1, 8, 8), got {in_shape}")
         for what, v in (("hidden", hidden), ("code", code)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{what} must be a positive int, got {v!r}")
+            V.positive_int(v, what, "Autoencoder")
         d = math.prod(in_shape)
         self.in_shape, self.feature_dim = in_shape, code
         self.encoder = nn.Sequential(

@@ -283,7 +283,7 @@ def plot_decision_guide(points: Mapping[str, tuple[float, float]] | None = None,
     import numpy as np
     from matplotlib.patches import Patch
 
-    if compute not in ("normal", "low"):
+    if compute not in ("normal", "low"):  # same rule as recommend_method
         raise ValueError(f"compute must be 'normal' or 'low', got {compute!r}")
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.6, 4.0))
     ns = np.logspace(0, 4, 241)

@@ -11,6 +11,8 @@ import random
 import numpy as np
 import torch
 
+from . import _validate as V
+
 __all__ = ["seed_everything", "get_device", "progress_enabled", "set_progress", "setup",
            "default_threads"]
 
@@ -39,9 +41,7 @@ def seed_everything(seed: int) -> int:
     >>> bool(torch.equal(a, b))
     True
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    seed = int(seed)
+    seed = V.seed_value(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -154,8 +154,7 @@ def setup(
     seed_everything(seed)
     if threads is None:
         threads = default_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    threads = V.positive_int(threads, "threads", "setup")
     torch.set_num_threads(threads)
     import matplotlib as mpl
 

@@ -389,10 +389,8 @@ def adapt_first_conv(model_or_conv: nn.Module, in_channels: int, *, reduce: str 
     >>> net.conv1.weight.shape[1], torch.allclose(before, after, atol=1e-5)
     (1, True)
     """
-    if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
-        raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
-    if reduce not in ("sum", "mean"):
-        raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
+    V.positive_int(in_channels, "in_channels", "adapt_first_conv")
+    V.one_of(reduce, "reduce", ("sum", "mean"), "adapt_first_conv")
     if not isinstance(model_or_conv, nn.Module):
         raise TypeError(f"expected a conv layer or a model, got {type(model_or_conv).__name__}")
     if isinstance(model_or_conv, _CONV_TYPES):
