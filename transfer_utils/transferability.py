@@ -1,9 +1,8 @@
-"""When transfer goes wrong, measured (chapter 7): scores, forgetting, shift, CKA, privacy, cost.
+"""When transfer goes wrong, measured (chapter 7): scores, forgetting, CKA, privacy, cost.
 
 Chapter 7 uses these helpers to detect negative transfer before committing to a
 source (:func:`logme`, :func:`leep`, :func:`transferability`), to measure what a
-fine-tuned body forgot (:func:`forgetting`), to adapt BatchNorm to a shifted
-domain (:func:`adapt_batchnorm`), to see which layers changed (:func:`cka_matrix`),
+fine-tuned body forgot (:func:`forgetting`), to see which layers changed (:func:`cka_matrix`),
 to test a model for memorised training examples (:func:`membership_inference`)
 and to put the cost of each method side by side (:func:`memory_footprint`,
 :func:`cost_table`).
@@ -27,7 +26,6 @@ from .features import extract_layers, linear_probe
 from .finetune import source_task_accuracy
 from .models import count_parameters
 from .runtime import get_device
-from .surgery import _BN_TYPES
 from .training import evaluate, predict
 
 __all__ = [
@@ -37,7 +35,6 @@ __all__ = [
     "cross_validate",
     "permute_pixels",
     "forgetting",
-    "adapt_batchnorm",
     "cka_matrix",
     "plot_heatmap",
     "plot_bars",
@@ -342,69 +339,6 @@ def forgetting(
     before = evaluate(source, make_loader(source_val, 512), device=device)["accuracy"]
     after = source_task_accuracy(tuned, source, source_val, device=device)
     return {"before": before, "after": after, "drop": before - after}
-
-
-# --------------------------------------------------------------------------- domain shift
-
-
-@torch.no_grad()
-def adapt_batchnorm(
-    model: nn.Module,
-    loader: Iterable,
-    *,
-    inplace: bool = False,
-    device: str | torch.device | None = None,
-) -> nn.Module:
-    """Re-estimate every BatchNorm layer's running mean and variance on (unlabelled) target data.
-
-    BatchNorm normalises with statistics of the *source* data; under domain shift
-    those are wrong for the target. Resetting them and averaging the statistics
-    of the target batches (no labels, no gradient step) is AdaBN (Li et al. 2018),
-    the cheapest adaptation chapter 7 measures. Only the statistics change; all
-    weights stay as they were. The result is in eval mode.
-
-    Parameters
-    ----------
-    model : nn.Module
-        A network with BatchNorm layers.
-    loader : iterable of (x, y) or of x
-        Target inputs; labels, if present, are ignored.
-    inplace : bool
-        Change ``model`` itself instead of a copy.
-
-    Examples
-    --------
-    >>> import transfer_utils as tu
-    >>> src = tu.zoo.load("mnist8_cnn")
-    >>> adapted = tu.adapt_batchnorm(src, tu.make_loader(tu.load_digits(), 256))
-    >>> bool((adapted.body.block1.bn.running_mean != src.body.block1.bn.running_mean).any())
-    True
-    """
-    bns = [m for m in model.modules() if isinstance(m, _BN_TYPES)]
-    if not bns:
-        raise ValueError(f"{type(model).__name__} has no BatchNorm layers: nothing to adapt")
-    net = model if inplace else copy.deepcopy(model)
-    device = get_device(device)
-    net.to(device).eval()
-    bns = [m for m in net.modules() if isinstance(m, _BN_TYPES)]
-    momenta = [m.momentum for m in bns]
-    seen = 0
-    try:
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over all batches
-            nn.Module.train(m, True)
-        for batch in loader:
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            net(x.to(device))
-            seen += len(x)
-    finally:
-        for m, momentum in zip(bns, momenta, strict=True):
-            m.momentum = momentum
-            nn.Module.train(m, False)
-    if seen == 0:
-        raise ValueError("the loader yielded no batches: no target statistics to estimate")
-    return net.eval()
 
 
 # --------------------------------------------------------------------------- CKA
