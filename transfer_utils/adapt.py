@@ -51,6 +51,8 @@ __all__ = [
     "train_dann",
     "self_train",
     "tent",
+    "ADAPT_METHODS",
+    "domain_adapt",
     "joint_confusion",
     "bbse_weights",
     "reweight_logits",
@@ -513,6 +515,7 @@ def train_dann(
     epochs: int | None = None,
     steps: int | None = None,
     lr: float = 1e-3,
+    discriminator_lr: float | None = None,
     discriminator: nn.Module | None = None,
     schedule: bool = True,
     seed: int | None = None,
@@ -530,8 +533,8 @@ def train_dann(
     (:math:`d` = 0 for source rows, 1 for target rows) trains :math:`D` to
     separate the domains and, reversed, the body to confuse it. With
     ``schedule`` the reversal strength rises from 0 to ``lambd`` over the run
-    (:func:`dann_lambda`). The model changes in place; Adam with ``lr`` trains
-    model and discriminator.
+    (:func:`dann_lambda`). The model changes in place; Adam trains the model at ``lr`` and the
+    discriminator at ``discriminator_lr``.
 
     Parameters
     ----------
@@ -544,6 +547,10 @@ def train_dann(
     epochs, steps : int
         How long: exactly one of them (``epochs`` needs a source loader with a length).
     lr : float
+        Adam's learning rate for the model.
+    discriminator_lr : float, optional
+        Adam's learning rate for the discriminator (a freshly initialised network,
+        like a new head); default ``lr``.
     discriminator : nn.Module, optional
         Maps features ``[n, d]`` to logits ``[n, 1]``; default a fresh
         ``DomainDiscriminator(d)``. Pass your own to inspect it afterwards.
@@ -568,6 +575,8 @@ def train_dann(
     """
     lambd = V.nonneg(lambd, "lambd", "train_dann")
     lr = V.positive(lr, "lr", "train_dann")
+    discriminator_lr = lr if discriminator_lr is None else V.positive(
+        discriminator_lr, "discriminator_lr", "train_dann")
     kind, length = V.epochs_or_steps(epochs, steps, "train_dann")
     pairs = DomainPairs(source_loader, target_loader)
     if seed is not None:
@@ -595,8 +604,10 @@ def train_dann(
         loss = F.cross_entropy(logits[:n], y) + F.binary_cross_entropy_with_logits(d_logits, domain)
         return loss, logits[:n]
 
-    params = [p for p in both.parameters() if p.requires_grad]
-    history = train_loop(both, pairs, step, optimizer=torch.optim.Adam(params, lr=lr),
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr},
+              {"params": [p for p in discriminator.parameters() if p.requires_grad],
+               "lr": discriminator_lr}]
+    history = train_loop(both, pairs, step, optimizer=torch.optim.Adam(groups),
                          epochs=epochs, steps=steps, device=device, progress=progress,
                          desc="train_dann")
     return history
@@ -798,6 +809,123 @@ def tent(
             p.requires_grad_(flag)
     adapt_batchnorm(model, target_loader, inplace=True, device=device)
     return history
+
+
+# --------------------------------------------------------------------------- one call per method
+
+ADAPT_METHODS: tuple[str, ...] = ("source", "adabn", "coral", "dann", "self-training", "tent")
+_KNOBS = {"source": (), "adabn": (), "coral": ("weight",),
+          "dann": ("lambd", "discriminator_lr", "schedule"),
+          "self-training": ("threshold", "rounds"), "tent": ()}
+
+
+def domain_adapt(
+    method: str,
+    model: nn.Module,
+    source: ArrayDataset,
+    target: ArrayDataset,
+    *,
+    epochs: int | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    lr: float = 1e-4,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    **knobs,
+) -> nn.Module:
+    """Adapt a copy of ``model`` from labelled ``source`` data to unlabelled ``target`` inputs by ``method``.
+
+    The one entry point chapter 10 measures every method through, with the
+    same data, seed and budget. The target's labels are replaced by zeros
+    before any method sees the data, so no method can read them. Methods
+    (:data:`ADAPT_METHODS`):
+
+    ``"source"``
+        the model as it is (a copy; no training);
+    ``"adabn"``
+        :func:`adapt_batchnorm` on the target inputs;
+    ``"coral"``
+        :func:`train_coral` (knob ``weight``);
+    ``"dann"``
+        :func:`train_dann` (knobs ``lambd``, ``discriminator_lr``, ``schedule``);
+    ``"self-training"``
+        :func:`self_train` (knobs ``threshold``, ``rounds``); the budget is split
+        evenly over the rounds;
+    ``"tent"``
+        :func:`tent` on target batches only (``lr`` is its rate for BatchNorm's
+        :math:`\\gamma, \\beta`).
+
+    Parameters
+    ----------
+    method : str
+    model : nn.Module
+        The source model; never changed.
+    source : ArrayDataset
+        Labelled source examples (batches of ``batch_size``, shuffled with ``seed``).
+    target : ArrayDataset
+        Target examples; only their inputs are used.
+    epochs, steps : int
+        The training budget, exactly one of them (ignored by ``"source"`` and ``"adabn"``).
+    seed : int
+        Seeds everything and both loaders' shuffling.
+    lr : float
+        Adam's learning rate for the model.
+    batch_size : int
+        Source and target examples per batch (each).
+    device : str or torch.device, optional
+    **knobs
+        The method's own settings, listed above.
+
+    Returns
+    -------
+    nn.Module
+        The adapted copy, in eval mode.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> src = tu.zoo.load("mnist8_cnn")
+    >>> source, _ = tu.zoo.source_data("mnist8_cnn")
+    >>> pool, test = tu.split(tu.load_digits(), (0.5, 0.5), seed=0)
+    >>> adapted = tu.domain_adapt("coral", src, source, pool, steps=2, weight=1.0)
+    >>> adapted is not src and not adapted.training
+    True
+    """
+    V.one_of(method, "method", ADAPT_METHODS, "domain_adapt")
+    unknown = sorted(set(knobs) - set(_KNOBS[method]))
+    if unknown:
+        allowed = ", ".join(_KNOBS[method]) or "none"
+        raise TypeError(f"domain_adapt: {method!r} has no knob {unknown[0]!r}; its knobs: "
+                        f"{allowed}")
+    for name, ds in (("source", source), ("target", target)):
+        if not isinstance(ds, ArrayDataset):
+            raise TypeError(f"domain_adapt: {name} must be a tu.ArrayDataset, got "
+                            f"{type(ds).__name__}")
+    seed = V.seed_value(seed, "domain_adapt")
+    batch_size = V.positive_int(batch_size, "batch_size", "domain_adapt")
+    if method not in ("source", "adabn"):
+        V.epochs_or_steps(epochs, steps, "domain_adapt")
+    net = copy.deepcopy(model)
+    device = get_device(device)
+    inputs = ArrayDataset(target.x, torch.zeros(len(target), dtype=torch.long))  # no labels
+    tgt = make_loader(inputs, batch_size, shuffle=True, seed=seed + 1)
+    src = make_loader(source, batch_size, shuffle=True, seed=seed)
+    common = dict(seed=seed, device=device, progress=False)
+    if method == "adabn":
+        adapt_batchnorm(net, tgt, inplace=True, device=device)
+    elif method == "coral":
+        train_coral(net, src, tgt, epochs=epochs, steps=steps, lr=lr, **knobs, **common)
+    elif method == "dann":
+        train_dann(net, src, tgt, epochs=epochs, steps=steps, lr=lr, **knobs, **common)
+    elif method == "self-training":
+        rounds = V.positive_int(knobs.pop("rounds", 2), "rounds", "domain_adapt")
+        per = {"epochs": max(1, epochs // rounds)} if epochs is not None else {
+            "steps": max(1, steps // rounds)}
+        self_train(net, src, tgt, rounds=rounds, lr=lr, batch_size=batch_size, **per,
+                   **knobs, **common)
+    elif method == "tent":
+        tent(net, tgt, epochs=epochs, steps=steps, lr=lr, **common)
+    return net.to(device).eval()
 
 
 # --------------------------------------------------------------------------- label shift
