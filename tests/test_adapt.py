@@ -510,3 +510,45 @@ def test_check_coral_loss_accepts_the_reference_and_names_common_slips(capsys):
             tu.check_coral_loss(fn)
     with pytest.raises(AssertionError, match="raised ZeroDivisionError"):
         tu.check_coral_loss(lambda xs, xt: 1 / 0)
+
+
+# --------------------------------------------------------------------------- domain_adapt
+
+
+@pytest.mark.parametrize("method", tu.ADAPT_METHODS)
+def test_domain_adapt_returns_an_adapted_copy_and_never_reads_target_labels(method):
+    net, src, tgt = trained_source()
+    before = copy.deepcopy(net.state_dict())
+    garbage = tu.ArrayDataset(tgt.x, torch.full((len(tgt),), 99))  # labels out of range
+    out = tu.domain_adapt(method, net, src, garbage, steps=3, seed=0, lr=1e-3,
+                          batch_size=16, device="cpu")
+    assert out is not net and not out.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    changed = any(not torch.equal(before[k], v) for k, v in out.state_dict().items())
+    assert changed == (method != "source")
+
+
+def test_domain_adapt_is_reproducible_and_passes_knobs():
+    net, src, tgt = trained_source()
+    a = tu.domain_adapt("dann", net, src, tgt, steps=4, seed=2, lambd=0.5, device="cpu")
+    b = tu.domain_adapt("dann", net, src, tgt, steps=4, seed=2, lambd=0.5, device="cpu")
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    c = tu.domain_adapt("coral", net, src, tgt, epochs=1, seed=0, weight=0.0, device="cpu")
+    assert not c.training
+    tu.domain_adapt("self-training", net, src, tgt, steps=4, threshold=0.0, rounds=2,
+                    device="cpu")
+
+
+def test_domain_adapt_errors():
+    net, src, tgt = trained_source(steps=1)
+    with pytest.raises(ValueError, match="method must be one of 'source', 'adabn'"):
+        tu.domain_adapt("mmd", net, src, tgt, steps=1)
+    with pytest.raises(TypeError, match="'coral' has no knob 'lambd'; its knobs: weight"):
+        tu.domain_adapt("coral", net, src, tgt, steps=1, lambd=1.0)
+    with pytest.raises(TypeError, match="'tent' has no knob 'weight'; its knobs: none"):
+        tu.domain_adapt("tent", net, src, tgt, steps=1, weight=1.0)
+    with pytest.raises(TypeError, match="give exactly one of epochs="):
+        tu.domain_adapt("dann", net, src, tgt)
+    with pytest.raises(TypeError, match="target must be a tu.ArrayDataset"):
+        tu.domain_adapt("adabn", net, src, tu.make_loader(tgt))
+    tu.domain_adapt("adabn", net, src, tgt)  # no budget needed without training
