@@ -42,6 +42,14 @@ def test_mlp_shapes_and_errors():
         tu.MLP(10, hidden=(0,))
 
 
+def test_mlp_batchnorm_option_puts_a_batchnorm_before_each_relu():
+    net = tu.MLP(40, hidden=(16, 8), num_classes=3, batchnorm=True)
+    names = [n for n, _ in net.body.named_children()]
+    assert names == ["flatten", "fc1", "bn1", "relu1", "fc2", "bn2", "relu2"]
+    assert net.config["batchnorm"] is True and net(torch.zeros(4, 1, 40)).shape == (4, 3)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in tu.MLP(40).modules())
+
+
 def test_replace_head_keeps_body_and_changes_outputs():
     net = tu.SmallCNN(num_classes=10)
     before = {k: v.clone() for k, v in net.body.state_dict().items()}

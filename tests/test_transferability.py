@@ -206,39 +206,6 @@ def test_forgetting_grows_with_body_learning_rate(neg, tuned):
         tu.forgetting(src, torch.nn.Linear(2, 2), src_val)
 
 
-# --------------------------------------------------------------------------- domain shift
-
-
-def test_adapt_batchnorm_changes_only_statistics_and_helps_under_shift():
-    """Chapter 7's domain-shift claim: AdaBN lifts MNIST8 accuracy on scikit-learn digits."""
-    net = tu.zoo.load("mnist8_cnn", device="cpu")
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    pool, test = tu.split(tu.load_digits(), (0.5, 0.5), seed=0)
-    adapted = tu.adapt_batchnorm(net, tu.make_loader(pool.subset(range(200)), 64), device="cpu")
-    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "input changed"
-    changed = {k for k, v in adapted.state_dict().items() if not torch.equal(before[k], v)}
-    assert changed and all(("running_" in k or "num_batches" in k) for k in changed)
-    assert not adapted.training and adapted.body.block1.bn.momentum == net.body.block1.bn.momentum
-    loader = tu.make_loader(test, 512)
-    assert tu.evaluate(adapted, loader)["accuracy"] > tu.evaluate(net, loader)["accuracy"]
-
-
-def test_adapt_batchnorm_keeps_frozen_bn_frozen_and_accepts_bare_tensors():
-    net = tu.freeze(tu.SmallCNN(3), "body")
-    out = tu.adapt_batchnorm(net, [torch.randn(8, 1, 8, 8) for _ in range(2)], inplace=True)
-    assert out is net
-    net.train()
-    assert not net.body.block1.bn.training  # freeze's eval-only BatchNorm survives
-    assert net.body.block1.bn.num_batches_tracked.item() == 2
-
-
-def test_adapt_batchnorm_errors():
-    with pytest.raises(ValueError, match="no BatchNorm"):
-        tu.adapt_batchnorm(tu.SmallCNN(batchnorm=False), [torch.zeros(2, 1, 8, 8)])
-    with pytest.raises(ValueError, match="no batches"):
-        tu.adapt_batchnorm(tu.SmallCNN(), [])
-
-
 # --------------------------------------------------------------------------- CKA
 
 

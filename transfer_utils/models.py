@@ -119,12 +119,18 @@ class MLP(nn.Module):
         Outputs of the linear head.
     dropout : float
         Dropout after each hidden activation.
+    batchnorm : bool
+        Put a BatchNorm layer (``bn1``, ``bn2``, ...) between each hidden linear
+        layer and its ReLU, so BatchNorm-based adaptation (AdaBN, TENT, chapter 10)
+        applies to an MLP too.
 
     Examples
     --------
     >>> import torch, transfer_utils as tu
     >>> tu.MLP(784, hidden=(64,), num_classes=10)(torch.zeros(3, 1, 28, 28)).shape
     torch.Size([3, 10])
+    >>> [n for n, _ in tu.MLP(40, hidden=(8,), batchnorm=True).body.named_children()]
+    ['flatten', 'fc1', 'bn1', 'relu1']
     """
 
     def __init__(
@@ -133,6 +139,7 @@ class MLP(nn.Module):
         hidden: Sequence[int] = (256, 128),
         num_classes: int = 10,
         dropout: float = 0.0,
+        batchnorm: bool = False,
     ):
         super().__init__()
         if in_features < 1:
@@ -141,12 +148,16 @@ class MLP(nn.Module):
             raise ValueError(f"hidden sizes must be positive ints, got {hidden!r}")
         _num_classes_arg(num_classes)
         self.config = dict(
-            in_features=in_features, hidden=list(hidden), num_classes=num_classes, dropout=dropout
+            in_features=in_features, hidden=list(hidden), num_classes=num_classes, dropout=dropout,
+            batchnorm=batchnorm,
         )
         layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
         d = in_features
         for i, h in enumerate(hidden):
-            layers += [(f"fc{i + 1}", nn.Linear(d, int(h))), (f"relu{i + 1}", nn.ReLU())]
+            layers.append((f"fc{i + 1}", nn.Linear(d, int(h))))
+            if batchnorm:
+                layers.append((f"bn{i + 1}", nn.BatchNorm1d(int(h))))
+            layers.append((f"relu{i + 1}", nn.ReLU()))
             if dropout:
                 layers.append((f"dropout{i + 1}", nn.Dropout(dropout)))
             d = int(h)
