@@ -13,6 +13,7 @@ from .features import *  # noqa: F403
 from .finetune import *  # noqa: F403
 from .models import *  # noqa: F403
 from .multitask import *  # noqa: F403
+from .param_efficient import *  # noqa: F403
 from .pipelines import *  # noqa: F403
 from .plots import *  # noqa: F403
 from .runtime import *  # noqa: F403
