@@ -8,6 +8,7 @@ from .analysis import *  # noqa: F403
 from .checkpoint import *  # noqa: F403
 from .data import *  # noqa: F403
 from .distill import *  # noqa: F403
+from .exercises import *  # noqa: F403
 from .experiments import *  # noqa: F403
 from .features import *  # noqa: F403
 from .finetune import *  # noqa: F403

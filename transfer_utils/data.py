@@ -888,6 +888,36 @@ def show_images(
     return ax.figure
 
 
+# --------------------------------------------------------------------------- framing
+
+__all__ += ["center_pad"]
+
+
+def center_pad(dataset: ArrayDataset, size: int) -> ArrayDataset:
+    """Images placed in the middle of a larger black ``size`` x ``size`` frame (zero padding).
+
+    MNIST digits sit in a 20x20 box in the middle of a 28x28 frame, while
+    scikit-learn's digits fill their whole 8x8 frame. A network that reads
+    positions (a vision transformer's patches) sees the two very differently;
+    ``center_pad(load_digits(image_size=16), 28)`` frames the digits the way
+    MNIST does (chapter 9).
+
+    Examples
+    --------
+    >>> ds = center_pad(load_digits(image_size=16), 28)
+    >>> tuple(ds.x.shape), float(ds.x[:, :, :6].abs().sum())
+    ((1797, 1, 28, 28), 0.0)
+    """
+    size = _positive_int(size, "size", "center_pad")
+    h, w = dataset.x.shape[-2:]
+    if dataset.x.ndim != 4 or h > size or w > size:
+        raise ValueError(f"center_pad: expects images [N, C, H, W] no larger than {size}x{size}, "
+                         f"got shape {list(dataset.x.shape)}")
+    top, left = (size - h) // 2, (size - w) // 2
+    x = F.pad(dataset.x, (left, size - w - left, top, size - h - top))
+    return ArrayDataset(x, dataset.y, dataset.classes, dataset.name)
+
+
 # --------------------------------------------------------------------------- text
 # Two text corpora that ship with every Python (chapter 9): English prose (the language
 # reference topics of `pydoc_data.topics`) and Python code (the standard library's own
