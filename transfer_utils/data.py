@@ -1044,17 +1044,22 @@ class TextWindows(torch.utils.data.Dataset):
 
     Item ``i`` is ``(x, y)``: ``context`` ids starting at ``i * stride`` and the
     same window shifted by one (the characters to predict). ``stride = context``
-    (the default) tiles the text without overlap. ``x`` and ``y`` hold all windows
-    as ``[N, context]`` tensors, so :func:`make_loader` batches them fast.
+    (the default) tiles the text without overlap; ``windows`` keeps only that many
+    of them, evenly spread over the whole text (a small evaluation set that still
+    samples every document). ``x`` and ``y`` hold all windows as ``[N, context]``
+    tensors, so :func:`make_loader` batches them fast.
 
     Examples
     --------
     >>> w = TextWindows(encode_text("abcdefghij"), context=4)
     >>> len(w), decode_text(w[0][0]), decode_text(w[0][1])
     (2, 'abcd', 'bcde')
+    >>> decode_text(TextWindows(encode_text("abcdefghijklmnopqrstuvwxyz"), 2, windows=3).x)
+    'abklwx'
     """
 
-    def __init__(self, ids: torch.Tensor, context: int, *, stride: int | None = None):
+    def __init__(self, ids: torch.Tensor, context: int, *, stride: int | None = None,
+                 windows: int | None = None):
         context = _positive_int(context, "context", "TextWindows")
         stride = context if stride is None else _positive_int(stride, "stride", "TextWindows")
         ids = torch.as_tensor(ids)
@@ -1063,8 +1068,11 @@ class TextWindows(torch.utils.data.Dataset):
         if len(ids) < context + 1:
             raise ValueError(f"TextWindows: {len(ids)} ids are too few for one window of "
                              f"context={context} (need {context + 1}); use more text")
-        windows = ids.unfold(0, context + 1, stride)
-        self.x, self.y = windows[:, :-1].contiguous(), windows[:, 1:].contiguous()
+        tiles = ids.unfold(0, context + 1, stride)
+        if windows is not None:  # keep this many, evenly spread from the first to the last
+            windows = _positive_int(windows, "windows", "TextWindows")
+            tiles = tiles[torch.linspace(0, len(tiles) - 1, min(windows, len(tiles))).long()]
+        self.x, self.y = tiles[:, :-1].contiguous(), tiles[:, 1:].contiguous()
         self.context, self.stride = context, stride
 
     def __len__(self) -> int:
@@ -1078,8 +1086,12 @@ class TextWindows(torch.utils.data.Dataset):
 
 
 def text_loader(ids: torch.Tensor, context: int, batch_size: int = 32, *,
-                stride: int | None = None, shuffle: bool = False, seed: int = 0) -> FastLoader:
+                stride: int | None = None, windows: int | None = None, shuffle: bool = False,
+                seed: int = 0) -> FastLoader:
     """Batches ``(x, y)`` of shape ``[batch_size, context]`` from character ids.
+
+    The windows are those of :class:`TextWindows` (``stride``, ``windows``); with
+    ``shuffle`` their order is reshuffled every epoch from ``seed``.
 
     Examples
     --------
@@ -1087,4 +1099,5 @@ def text_loader(ids: torch.Tensor, context: int, batch_size: int = 32, *,
     >>> tuple(xb.shape), bool((xb[:, 1:] == yb[:, :-1]).all())
     ((8, 32), True)
     """
-    return FastLoader(TextWindows(ids, context, stride=stride), batch_size, shuffle, seed)
+    return FastLoader(TextWindows(ids, context, stride=stride, windows=windows), batch_size,
+                      shuffle, seed)

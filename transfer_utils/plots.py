@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 from .analysis import Summary
 from .training import History
 
-__all__ = ["plot_curves", "plot_history"]
+__all__ = ["plot_curves", "plot_history", "plot_tradeoff"]
 
 
 def plot_curves(
@@ -72,5 +72,54 @@ def plot_history(history: History | Mapping[str, History], *, ax=None):
     ax.set(xlabel="epoch", ylabel="accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_tradeoff(
+    curves: Mapping[str, Mapping[float, Summary]],
+    *,
+    point_labels: Mapping[str, Mapping[float, str]] | None = None,
+    reference: Mapping[str, float] | None = None,
+    xlabel: str = "trainable parameters",
+    ylabel: str = "",
+    title: str | None = None,
+    ax=None,
+):
+    """Quality against cost: each curve ``{cost: Summary}`` with 95% error bars, on a log x axis.
+
+    A curve with one point is drawn as a marker (a method), a longer one as a line
+    (a method at several sizes, e.g. LoRA ranks); ``point_labels`` writes a short
+    label beside chosen points (``{curve: {cost: "r=4"}}``), and ``reference``
+    draws horizontal dashed lines (``{"untouched model": 3.6}``). Chapter 9 plots
+    bits per character against trainable parameters with it. Returns the Figure.
+    """
+    if not curves or not all(curves.values()):
+        raise ValueError("plot_tradeoff needs {label: {cost: Summary}} with at least one point")
+    own = ax is None
+    fig, ax = (ax.figure, ax) if not own else plt.subplots(figsize=(7.0, 4.0))
+    for i, (label, curve) in enumerate(curves.items()):
+        xs = sorted(curve)
+        for x in xs:
+            if not isinstance(curve[x], Summary):
+                raise TypeError(f"values must be Summary objects (tu.summarize), got "
+                                f"{type(curve[x]).__name__} in {label!r}")
+        ax.errorbar(xs, [curve[x].mean for x in xs], yerr=[curve[x].ci95 for x in xs],
+                    marker="os^DvP<>*hX"[i % 11], capsize=3, label=label,
+                    linestyle="-" if len(xs) > 1 else "none")
+        for x, text in ((point_labels or {}).get(label) or {}).items():
+            ax.annotate(text, (x, curve[x].mean), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)
+    for j, (label, y) in enumerate((reference or {}).items()):
+        ax.axhline(y, linestyle="--", color=f"C{(len(curves) + j) % 10}", lw=1, label=label)
+    ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if own:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
+    else:
+        ax.legend()
     fig.tight_layout()
     return fig
