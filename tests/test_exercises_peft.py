@@ -1,7 +1,6 @@
 """Tests for the chapter-9 graders: right answers pass, each common mistake gets its hint."""
 
 import pytest
-import torch
 import torch.nn.functional as F
 
 import transfer_utils as tu
@@ -17,19 +16,19 @@ def test_right_forward_passes(capsys):
 
 
 def test_forward_with_f_linear_passes_too(capsys):
-    tu.check_lora_forward(lambda l, x: l.base(x) + l.scaling * F.linear(F.linear(x, l.lora_A),
-                                                                          l.lora_B))
+    tu.check_lora_forward(lambda lay, x: lay.base(x) + lay.scaling * F.linear(F.linear(x, lay.lora_A),
+                                                                          lay.lora_B))
     assert "Correct:" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("wrong, hint", [
-    (lambda l, x: l.base(x) + x @ l.lora_A.T @ l.lora_B.T, "left the scaling out"),
-    (lambda l, x: l.base(x) + l.alpha * (x @ l.lora_A.T @ l.lora_B.T), "not alpha"),
-    (lambda l, x: l.base(x), "frozen layer alone"),
-    (lambda l, x: x @ l.base.weight.T + l.scaling * (x @ l.lora_A.T @ l.lora_B.T), "bias"),
-    (lambda l, x: l.scaling * (x @ l.lora_A.T @ l.lora_B.T), "add the frozen layer's output"),
-    (lambda l, x: l.base(x) + l.scaling * (x @ l.lora_B @ l.lora_A), "x @ A.T"),
-    (lambda l, x: None, "not a tensor"),
+    (lambda lay, x: lay.base(x) + x @ lay.lora_A.T @ lay.lora_B.T, "left the scaling out"),
+    (lambda lay, x: lay.base(x) + lay.alpha * (x @ lay.lora_A.T @ lay.lora_B.T), "not alpha"),
+    (lambda lay, x: lay.base(x), "frozen layer alone"),
+    (lambda lay, x: x @ lay.base.weight.T + lay.scaling * (x @ lay.lora_A.T @ lay.lora_B.T), "bias"),
+    (lambda lay, x: lay.scaling * (x @ lay.lora_A.T @ lay.lora_B.T), "add the frozen layer's output"),
+    (lambda lay, x: lay.base(x) + lay.scaling * (x @ lay.lora_B @ lay.lora_A), "x @ A.T"),
+    (lambda lay, x: None, "not a tensor"),
 ])
 def test_common_forward_mistakes_get_their_hint(wrong, hint):
     with pytest.raises(AssertionError, match=hint) as err:
@@ -38,11 +37,11 @@ def test_common_forward_mistakes_get_their_hint(wrong, hint):
 
 
 def test_merge_grader(capsys):
-    tu.check_lora_merge(lambda l: l.base.weight + l.scaling * l.lora_B @ l.lora_A)
+    tu.check_lora_merge(lambda lay: lay.base.weight + lay.scaling * lay.lora_B @ lay.lora_A)
     assert capsys.readouterr().out.startswith("Correct:")
     with pytest.raises(AssertionError, match="Hint: multiply B @ A by alpha / rank"):
-        tu.check_lora_merge(lambda l: l.base.weight + l.lora_B @ l.lora_A)
+        tu.check_lora_merge(lambda lay: lay.base.weight + lay.lora_B @ lay.lora_A)
     with pytest.raises(AssertionError, match=r"shape \[4, 6\].*Hint:"):
-        tu.check_lora_merge(lambda l: l.lora_A.T @ l.lora_B.T)
+        tu.check_lora_merge(lambda lay: lay.lora_A.T @ lay.lora_B.T)
     with pytest.raises(AssertionError, match="Hint:"):
-        tu.check_lora_merge(lambda l: l.merged())
+        tu.check_lora_merge(lambda lay: lay.merged())

@@ -1,6 +1,5 @@
 """Tests for transfer_utils.param_efficient: LoRA, BitFit, adapters, and agreement with peft."""
 
-import math
 
 import pytest
 import torch

@@ -110,7 +110,7 @@ def check_lora_merge(fn: Callable[[LoRALinear], torch.Tensor]) -> None:
     Correct: your merged weights reproduce the LoRA layers' outputs on all 4 layers.
     """
     cases = _lora_cases()
-    for desc, layer, x in cases:
+    for desc, layer, _ in cases:
         want = layer.base.weight + layer.scaling * layer.lora_B @ layer.lora_A
         try:
             with torch.no_grad():
