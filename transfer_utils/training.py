@@ -570,8 +570,10 @@ def fit_lm(
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters: unfreeze something first")
+        # foreach: one fused update for all tensors, noticeably faster for many small ones
         optimizer = torch.optim.Adam(params, lr=V.positive(lr, "lr", "fit_lm"),
-                                     weight_decay=V.nonneg(weight_decay, "weight_decay", "fit_lm"))
+                                     weight_decay=V.nonneg(weight_decay, "weight_decay", "fit_lm"),
+                                     foreach=True)
 
     def step(model: nn.Module, x, y):
         return lm_loss(model, x.to(device), y.to(device))
