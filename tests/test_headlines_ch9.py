@@ -54,12 +54,12 @@ def test_every_method_learns_code(lm_runs):
 def test_lora_trails_full_fine_tuning_on_a_large_domain_shift(lm_runs):
     full = lm_runs["full"]["code"]
     for name in ("lora attention", "lora all"):
-        assert all(a > b for a, b in zip(lm_runs[name]["code"], full))
+        assert all(a > b for a, b in zip(lm_runs[name]["code"], full, strict=True))
 
 
 def test_lora_on_all_linear_layers_beats_attention_only(lm_runs):
     assert all(a < b for a, b in zip(lm_runs["lora all"]["code"],
-                                     lm_runs["lora attention"]["code"]))
+                                     lm_runs["lora attention"]["code"], strict=True))
 
 
 def test_every_method_forgets_prose_and_attention_lora_forgets_less(lm_runs):
