@@ -93,6 +93,16 @@ def plot_tradeoff(
     label beside chosen points (``{curve: {cost: "r=4"}}``), and ``reference``
     draws horizontal dashed lines (``{"untouched model": 3.6}``). Chapter 9 plots
     bits per character against trainable parameters with it. Returns the Figure.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> fig = tu.plot_tradeoff(
+    ...     {"LoRA": {512: tu.summarize([3.2, 3.3]), 2048: tu.summarize([3.1, 3.2])},
+    ...      "full": {80000: tu.summarize([3.0, 3.1])}},
+    ...     point_labels={"LoRA": {512: "r=1", 2048: "r=4"}}, reference={"base": 3.5})
+    >>> fig.axes[0].get_xscale()
+    'log'
     """
     if not curves or not all(curves.values()):
         raise ValueError("plot_tradeoff needs {label: {cost: Summary}} with at least one point")
