@@ -19,7 +19,7 @@ def test_available_lists_shipped_models():
 def test_every_model_loads_and_has_its_metadata(name):
     meta = tu.zoo.info(name)
     assert {"data", "model", "train", "sha256", "metrics"} <= set(meta)
-    assert meta["data"]["dataset"] in tu.DATASETS
+    assert meta["data"]["dataset"] in tu.DATASETS + tu.TEXT_CORPORA
     net = tu.zoo.load(name)
     assert not net.training
     assert all(p.device.type == "cpu" for p in net.parameters())

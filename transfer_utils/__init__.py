@@ -6,7 +6,7 @@ The modules are organised by concept in four layers, and import only from the
 layers above them in this list (and, within a layer, from modules listed before):
 
 - core: runtime, data, checkpoint, surgery, models, training, zoo
-- methods: features, finetune, distill, adapt, multitask, zeroshot, privacy, distributed
+- methods: features, finetune, param_efficient, distill, adapt, multitask, zeroshot, privacy, distributed
 - measure: analysis, experiments, diagnostics
 - present: guide, plots, widgets, exercises
 
@@ -22,6 +22,7 @@ from .models import *  # noqa: F403
 from .training import *  # noqa: F403
 from .features import *  # noqa: F403  (methods)
 from .finetune import *  # noqa: F403
+from .param_efficient import *  # noqa: F403
 from .distill import *  # noqa: F403
 from .adapt import *  # noqa: F403
 from .multitask import *  # noqa: F403

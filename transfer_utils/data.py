@@ -1100,9 +1100,11 @@ class FastLoader:
         drop_last: bool = False,
         augment: Callable | None = None,
     ):
-        if not isinstance(dataset, ArrayDataset):
-            raise TypeError(f"FastLoader reads a tu.ArrayDataset, got {type(dataset).__name__}; "
-                            "use tu.make_loader, which handles any dataset")
+        x, y = getattr(dataset, "x", None), getattr(dataset, "y", None)
+        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and len(x) == len(y)):
+            raise TypeError(f"FastLoader reads in-memory tensors .x and .y (a tu.ArrayDataset), "
+                            f"got {type(dataset).__name__}; use tu.make_loader, which handles "
+                            "any dataset")
         self.batch_size = V.positive_int(batch_size, "batch_size", "FastLoader")
         seed = V.seed_value(seed, "FastLoader")
         if augment is not None and not callable(augment):
@@ -1254,3 +1256,218 @@ def permute_pixels(dataset: ArrayDataset, *, seed: int = 0) -> ArrayDataset:
     perm = torch.randperm(per_channel, generator=g).to(x.device)
     px = x.flatten(2)[:, :, perm].reshape(x.shape)
     return ArrayDataset(px, dataset.y, dataset.classes, f"{dataset.name}-permuted")
+
+
+# --------------------------------------------------------------------------- framing
+
+__all__ += ["center_pad"]
+
+
+def center_pad(dataset: ArrayDataset, size: int) -> ArrayDataset:
+    """Images placed in the middle of a larger black ``size`` x ``size`` frame (zero padding).
+
+    MNIST digits sit in a 20x20 box in the middle of a 28x28 frame, while
+    scikit-learn's digits fill their whole 8x8 frame. A network that reads
+    positions (a vision transformer's patches) sees the two very differently;
+    ``center_pad(load_digits(image_size=16), 28)`` frames the digits the way
+    MNIST does (chapter 9).
+
+    Examples
+    --------
+    >>> ds = center_pad(load_digits(image_size=16), 28)
+    >>> tuple(ds.x.shape), float(ds.x[:, :, :6].abs().sum())
+    ((1797, 1, 28, 28), 0.0)
+    """
+    size = V.positive_int(size, "size", "center_pad")
+    h, w = dataset.x.shape[-2:]
+    if dataset.x.ndim != 4 or h > size or w > size:
+        raise ValueError(f"center_pad: expects images [N, C, H, W] no larger than {size}x{size}, "
+                         f"got shape {list(dataset.x.shape)}")
+    top, left = (size - h) // 2, (size - w) // 2
+    x = F.pad(dataset.x, (left, size - w - left, top, size - h - top))
+    return ArrayDataset(x, dataset.y, dataset.classes, dataset.name)
+
+
+# --------------------------------------------------------------------------- text
+# Two text corpora that ship with every Python (chapter 9): English prose (the language
+# reference topics of `pydoc_data.topics`) and Python code (the standard library's own
+# source files). Characters are the tokens; the vocabulary is fixed, so a model trained
+# on one corpus reads the other.
+
+__all__ += ["TEXT_CORPORA", "TEXT_VOCAB", "load_text", "text_documents", "encode_text",
+            "decode_text", "TextWindows", "text_loader"]
+
+TEXT_CORPORA: tuple[str, ...] = ("prose", "code")
+#: The characters a language model reads: id 0 is "unknown", then newline and the 95
+#: printable ASCII characters (space to ``~``). 97 ids in all.
+TEXT_VOCAB: str = "\x00\n" + "".join(chr(c) for c in range(32, 127))
+_ASCII_ID = np.zeros(128, dtype=np.int64)  # code point -> id; 127 stands for "beyond ASCII"
+_ASCII_ID[[ord(c) for c in TEXT_VOCAB[1:]]] = np.arange(1, len(TEXT_VOCAB))
+_TEXT_FIXES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"',
+                             "\u2013": "-", "\u2014": "--", "\u2026": "...", "\t": "    ",
+                             "\r": None})
+_TEXT_SPLITS = ("train", "val", "test")
+
+
+@lru_cache(maxsize=2)
+def _text_docs(name: str) -> tuple[tuple[str, str], ...]:
+    if name == "prose":
+        from pydoc_data.topics import topics
+
+        return tuple(sorted(topics.items()))
+    import sysconfig
+
+    lib = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(lib.glob("*.py"))
+    if not files:
+        raise FileNotFoundError(
+            f"load_text('code'): no Python source files in the standard library folder {lib}; "
+            "this Python ships its library compiled only, so the code corpus is unavailable"
+        )
+    return tuple((f.name, f.read_text(encoding="utf-8", errors="replace")) for f in files)
+
+
+def text_documents(name: str, split: str = "train") -> list[tuple[str, str]]:
+    """The ``(title, text)`` documents of one split of a text corpus (see :func:`load_text`).
+
+    Examples
+    --------
+    >>> docs = text_documents("prose", "val")
+    >>> isinstance(docs[0][0], str) and len(docs) > 3
+    True
+    """
+    if name not in TEXT_CORPORA:
+        raise ValueError(f"unknown text corpus {name!r}; choose one of {TEXT_CORPORA}")
+    if split not in _TEXT_SPLITS:
+        raise ValueError(f"split must be one of {_TEXT_SPLITS}, got {split!r}")
+    docs = _text_docs(name)
+    want = {"val": {8}, "test": {9}, "train": set(range(8))}[split]
+    return [d for i, d in enumerate(docs) if i % 10 in want]
+
+
+def load_text(name: str, split: str = "train", *, max_chars: int | None = None) -> str:
+    """One split of a text corpus that ships with Python: ``"prose"`` or ``"code"``.
+
+    ``"prose"``
+        the English text of the Python language reference: the 79 help topics of
+        the standard library's ``pydoc_data.topics`` (about 465,000 characters with
+        Python 3.11; it changes a little between Python versions). Mostly English
+        sentences, with short grammar rules and code examples.
+    ``"code"``
+        Python source code: every top-level ``*.py`` file of the standard library
+        folder of the running interpreter (168 files, about 4.7 MB with Python 3.11).
+
+    The split is by document, deterministic and documented: the documents (topics,
+    or files) are sorted by name; the one at position ``i`` goes to ``"val"`` when
+    ``i % 10 == 8``, to ``"test"`` when ``i % 10 == 9``, else to ``"train"`` (80%,
+    10%, 10% of the documents). Documents are joined by a blank line.
+
+    Parameters
+    ----------
+    name : {"prose", "code"}
+    split : {"train", "val", "test"}
+    max_chars : int, optional
+        Keep only the first ``max_chars`` characters.
+
+    Examples
+    --------
+    >>> text = load_text("prose", "train", max_chars=200)
+    >>> len(text)
+    200
+    """
+    docs = text_documents(name, split)
+    text = "\n\n".join(body for _, body in docs)
+    if max_chars is not None:
+        text = text[: V.positive_int(max_chars, "max_chars", "load_text")]
+    return text
+
+
+def encode_text(text: str) -> torch.Tensor:
+    """Character ids (int64) of ``text`` in :data:`TEXT_VOCAB`.
+
+    Typographic quotes and dashes become their ASCII forms, a tab four spaces;
+    any other character outside the vocabulary becomes id 0 ("unknown").
+
+    Examples
+    --------
+    >>> ids = encode_text("def f():")
+    >>> decode_text(ids)
+    'def f():'
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"encode_text takes a str, got {type(text).__name__}")
+    codes = np.frombuffer(text.translate(_TEXT_FIXES).encode("utf-32-le"), dtype=np.uint32)
+    return torch.from_numpy(_ASCII_ID[np.minimum(codes, 127)])
+
+
+def decode_text(ids) -> str:
+    """The text of character ids (unknown characters print as the replacement character)."""
+    ids = torch.as_tensor(ids).flatten().tolist()
+    bad = [i for i in ids if not 0 <= i < len(TEXT_VOCAB)]
+    if bad:
+        raise ValueError(f"ids must be in 0..{len(TEXT_VOCAB) - 1}, got {bad[0]}")
+    return "".join("\ufffd" if i == 0 else TEXT_VOCAB[i] for i in ids)
+
+
+class TextWindows(torch.utils.data.Dataset):
+    """Windows of a character-id sequence for next-character prediction.
+
+    Item ``i`` is ``(x, y)``: ``context`` ids starting at ``i * stride`` and the
+    same window shifted by one (the characters to predict). ``stride = context``
+    (the default) tiles the text without overlap; ``windows`` keeps only that many
+    of them, evenly spread over the whole text (a small evaluation set that still
+    samples every document). ``x`` and ``y`` hold all windows as ``[N, context]``
+    tensors, so :func:`make_loader` batches them fast.
+
+    Examples
+    --------
+    >>> w = TextWindows(encode_text("abcdefghij"), context=4)
+    >>> len(w), decode_text(w[0][0]), decode_text(w[0][1])
+    (2, 'abcd', 'bcde')
+    >>> decode_text(TextWindows(encode_text("abcdefghijklmnopqrstuvwxyz"), 2, windows=3).x)
+    'abklwx'
+    """
+
+    def __init__(self, ids: torch.Tensor, context: int, *, stride: int | None = None,
+                 windows: int | None = None):
+        context = V.positive_int(context, "context", "TextWindows")
+        stride = context if stride is None else V.positive_int(stride, "stride", "TextWindows")
+        ids = torch.as_tensor(ids)
+        if ids.ndim != 1 or ids.is_floating_point():
+            raise ValueError("TextWindows takes a 1-D tensor of character ids (encode_text)")
+        if len(ids) < context + 1:
+            raise ValueError(f"TextWindows: {len(ids)} ids are too few for one window of "
+                             f"context={context} (need {context + 1}); use more text")
+        tiles = ids.unfold(0, context + 1, stride)
+        if windows is not None:  # keep this many, evenly spread from the first to the last
+            windows = V.positive_int(windows, "windows", "TextWindows")
+            tiles = tiles[torch.linspace(0, len(tiles) - 1, min(windows, len(tiles))).long()]
+        self.x, self.y = tiles[:, :-1].contiguous(), tiles[:, 1:].contiguous()
+        self.context, self.stride = context, stride
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+    def __repr__(self) -> str:
+        return f"TextWindows(n={len(self)}, context={self.context}, stride={self.stride})"
+
+
+def text_loader(ids: torch.Tensor, context: int, batch_size: int = 32, *,
+                stride: int | None = None, windows: int | None = None, shuffle: bool = False,
+                seed: int = 0) -> FastLoader:
+    """Batches ``(x, y)`` of shape ``[batch_size, context]`` from character ids.
+
+    The windows are those of :class:`TextWindows` (``stride``, ``windows``); with
+    ``shuffle`` their order is reshuffled every epoch from ``seed``.
+
+    Examples
+    --------
+    >>> xb, yb = next(iter(text_loader(encode_text(load_text("prose", max_chars=5000)), 32, 8)))
+    >>> tuple(xb.shape), bool((xb[:, 1:] == yb[:, :-1]).all())
+    ((8, 32), True)
+    """
+    return FastLoader(TextWindows(ids, context, stride=stride, windows=windows), batch_size,
+                      shuffle=shuffle, seed=seed)

@@ -494,3 +494,208 @@ def resnet18_for(
 def _is_imagenet(weights) -> bool:
     return not (isinstance(weights, (os.PathLike, str)) and Path(weights).suffix in (
         ".safetensors", ".pt", ".pth"))
+
+
+# --------------------------------------------------------------------------- transformers
+# Small transformers for chapter 9 (parameter-efficient fine-tuning): a vision transformer
+# for 28x28 digits and a character-level language model. Every projection is its own
+# nn.Linear (attention q, k, v, out; MLP fc1, fc2), so LoRA can target them by name.
+
+__all__ += ["TransformerBlock", "TinyViT", "CharTransformer"]
+
+
+class _Attention(nn.Module):
+    """Multi-head self-attention with separate ``q``, ``k``, ``v`` and ``out`` projections."""
+
+    def __init__(self, dim: int, heads: int, causal: bool):
+        super().__init__()
+        self.heads, self.causal = heads, causal
+        self.q, self.k, self.v, self.out = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+
+        def split(z: torch.Tensor) -> torch.Tensor:  # [B, T, D] -> [B, heads, T, D/heads]
+            return z.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+
+        y = nn.functional.scaled_dot_product_attention(
+            split(self.q(x)), split(self.k(x)), split(self.v(x)), is_causal=self.causal)
+        return self.out(y.transpose(1, 2).reshape(b, t, d))
+
+
+class _FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class TransformerBlock(nn.Module):
+    """A pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``.
+
+    Submodules ``attn.q``, ``attn.k``, ``attn.v``, ``attn.out``, ``mlp.fc1`` and
+    ``mlp.fc2`` are the ``nn.Linear`` layers that LoRA targets (chapter 9).
+
+    Examples
+    --------
+    >>> import torch, transfer_utils as tu
+    >>> tu.TransformerBlock(dim=16, heads=2)(torch.zeros(3, 5, 16)).shape
+    torch.Size([3, 5, 16])
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int = 2, causal: bool = False):
+        super().__init__()
+        for value, what in ((dim, "dim"), (heads, "heads"), (mlp_ratio, "mlp_ratio")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be a multiple of heads ({heads})")
+        self.norm1, self.attn = nn.LayerNorm(dim), _Attention(dim, heads, causal)
+        self.norm2, self.mlp = nn.LayerNorm(dim), _FeedForward(dim, mlp_ratio * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class _ViTBody(nn.Module):
+    def __init__(self, image_size, patch_size, in_channels, dim, depth, heads, mlp_ratio):
+        super().__init__()
+        self.patch_size = patch_size
+        n = (image_size // patch_size) ** 2
+        self.patch_embed = nn.Linear(in_channels * patch_size**2, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, n + 1, dim))
+        self.blocks = nn.Sequential(*(TransformerBlock(dim, heads, mlp_ratio)
+                                      for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.patch_size
+        patches = nn.functional.unfold(x, kernel_size=p, stride=p).transpose(1, 2)  # [B, N, C*p*p]
+        if patches.shape[1] + 1 != self.pos_embed.shape[1]:
+            raise ValueError(
+                f"TinyViT was built for {self.pos_embed.shape[1] - 1} patches of {p}x{p}, got "
+                f"images of shape {list(x.shape[1:])} ({patches.shape[1]} patches); resize "
+                "the images, e.g. tu.load_digits(image_size=28)"
+            )
+        h = self.patch_embed(patches)
+        h = torch.cat([self.cls_token.expand(len(h), -1, -1), h], dim=1) + self.pos_embed
+        return self.norm(self.blocks(h))[:, 0]  # the class token's features
+
+
+class TinyViT(nn.Module):
+    """A small vision transformer: ``body`` (patches, class token, blocks, norm) then ``head``.
+
+    The image is cut into non-overlapping ``patch_size`` squares, each flattened
+    and projected by ``body.patch_embed`` (an ``nn.Linear``); a learned class
+    token and position embeddings are added, ``depth`` :class:`TransformerBlock`
+    layers mix the tokens, and the head reads the class token. Chapter 9 fine-tunes
+    it with LoRA (``body.blocks.0.attn.q`` etc. are the target names).
+
+    Parameters
+    ----------
+    num_classes : int
+    image_size, patch_size : int
+        ``image_size`` must be a multiple of ``patch_size``.
+    in_channels, dim, depth, heads, mlp_ratio : int
+        Input channels, token width, number of blocks, attention heads, MLP width
+        as a multiple of ``dim``.
+
+    Examples
+    --------
+    >>> import torch, transfer_utils as tu
+    >>> vit = tu.TinyViT(num_classes=10, dim=32, depth=1)
+    >>> vit(torch.zeros(2, 1, 28, 28)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, num_classes: int = 10, image_size: int = 28, patch_size: int = 7,
+                 in_channels: int = 1, dim: int = 64, depth: int = 2, heads: int = 4,
+                 mlp_ratio: int = 2):
+        super().__init__()
+        _num_classes_arg(num_classes)
+        for value, what in ((image_size, "image_size"), (patch_size, "patch_size"),
+                            (in_channels, "in_channels"), (depth, "depth")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        if image_size % patch_size:
+            raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size "
+                             f"({patch_size})")
+        self.config = dict(num_classes=num_classes, image_size=image_size,
+                           patch_size=patch_size, in_channels=in_channels, dim=dim,
+                           depth=depth, heads=heads, mlp_ratio=mlp_ratio)
+        self.body = _ViTBody(image_size, patch_size, in_channels, dim, depth, heads, mlp_ratio)
+        self.head = nn.Linear(dim, num_classes)
+        self.feature_dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class CharTransformer(nn.Module):
+    """A character-level, GPT-style language model: next-character logits for every position.
+
+    ``tok_embed`` (characters) plus ``pos_embed`` (positions up to ``context``),
+    ``depth`` causal :class:`TransformerBlock` layers, a final ``norm`` and the
+    ``head`` that maps each position to ``vocab_size`` logits. Input: integer
+    tensor ``[B, T]`` with ``T <= context``; output ``[B, T, vocab_size]``. The
+    book's characters are :func:`transfer_utils.encode_text`'s vocabulary; the zoo
+    model ``prose_char_lm`` is pretrained on English prose (chapter 9).
+
+    Examples
+    --------
+    >>> import torch, transfer_utils as tu
+    >>> lm = tu.CharTransformer(vocab_size=97, context=32, dim=32, depth=1)
+    >>> lm(torch.zeros(2, 10, dtype=torch.long)).shape
+    torch.Size([2, 10, 97])
+    """
+
+    def __init__(self, vocab_size: int = 97, context: int = 64, dim: int = 64, depth: int = 2,
+                 heads: int = 4, mlp_ratio: int = 2):
+        super().__init__()
+        for value, what in ((vocab_size, "vocab_size"), (context, "context"), (depth, "depth")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        self.config = dict(vocab_size=vocab_size, context=context, dim=dim, depth=depth,
+                           heads=heads, mlp_ratio=mlp_ratio)
+        self.context = context
+        self.tok_embed = nn.Embedding(vocab_size, dim)
+        self.pos_embed = nn.Parameter(0.02 * torch.randn(context, dim))
+        self.blocks = nn.Sequential(*(TransformerBlock(dim, heads, mlp_ratio, causal=True)
+                                      for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab_size)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        if idx.dim() != 2 or idx.is_floating_point():
+            raise ValueError(f"CharTransformer takes integer token ids [B, T], got "
+                             f"{idx.dtype} of shape {list(idx.shape)}")
+        if idx.shape[1] > self.context:
+            raise ValueError(f"sequence of {idx.shape[1]} characters is longer than the "
+                             f"context ({self.context}); feed the last {self.context}")
+        h = self.tok_embed(idx) + self.pos_embed[: idx.shape[1]]
+        return self.head(self.norm(self.blocks(h)))
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, length: int, *, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Extend ``idx`` ``[B, T]`` by ``length`` sampled characters (``temperature`` > 0).
+
+        Sampling uses ``generator`` when given (on the model's device), so a seeded
+        generator repeats the same text. The model's train/eval mode is restored.
+        """
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        was_training = self.training
+        self.eval()
+        try:
+            for _ in range(length):
+                logits = self(idx[:, -self.context:])[:, -1] / temperature
+                nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
+                idx = torch.cat([idx, nxt], dim=1)
+        finally:
+            self.train(was_training)
+        return idx

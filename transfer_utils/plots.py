@@ -25,7 +25,7 @@ from .training import History
 
 __all__ = ["plot_curves", "plot_history", "show_images", "plot_heatmap", "plot_bars",
            "plot_decision_guide", "plot_kfold", "plot_projection", "plot_layerwise",
-           "plot_transfer_diagram", "plot_rank_batches"]
+           "plot_transfer_diagram", "plot_rank_batches", "plot_tradeoff"]
 
 _GUIDE_COLOURS = {"feature extraction": "#9ecae1", "fine-tune": "#a1d99b",
                   "partial fine-tune": "#fdd0a2", "scratch": "#d9d9d9"}
@@ -528,5 +528,64 @@ def plot_rank_batches(perm, world_size: int, local_batch: int, *, ax=None):
     for side in ("top", "right", "bottom", "left"):
         ax.spines[side].set_visible(False)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_tradeoff(
+    curves: Mapping[str, Mapping[float, Summary]],
+    *,
+    point_labels: Mapping[str, Mapping[float, str]] | None = None,
+    reference: Mapping[str, float] | None = None,
+    xlabel: str = "trainable parameters",
+    ylabel: str = "",
+    title: str | None = None,
+    ax=None,
+):
+    """Quality against cost: each curve ``{cost: Summary}`` with 95% error bars, on a log x axis.
+
+    A curve with one point is drawn as a marker (a method), a longer one as a line
+    (a method at several sizes, e.g. LoRA ranks); ``point_labels`` writes a short
+    label beside chosen points (``{curve: {cost: "r=4"}}``), and ``reference``
+    draws horizontal dashed lines (``{"untouched model": 3.6}``). Chapter 9 plots
+    bits per character against trainable parameters with it. Returns the Figure.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> fig = tu.plot_tradeoff(
+    ...     {"LoRA": {512: tu.summarize([3.2, 3.3]), 2048: tu.summarize([3.1, 3.2])},
+    ...      "full": {80000: tu.summarize([3.0, 3.1])}},
+    ...     point_labels={"LoRA": {512: "r=1", 2048: "r=4"}}, reference={"base": 3.5})
+    >>> fig.axes[0].get_xscale()
+    'log'
+    """
+    if not curves or not all(curves.values()):
+        raise ValueError("plot_tradeoff needs {label: {cost: Summary}} with at least one point")
+    own = ax is None
+    fig, ax = (ax.figure, ax) if not own else plt.subplots(figsize=(7.0, 4.0))
+    for i, (label, curve) in enumerate(curves.items()):
+        xs = sorted(curve)
+        for x in xs:
+            if not isinstance(curve[x], Summary):
+                raise TypeError(f"values must be Summary objects (tu.summarize), got "
+                                f"{type(curve[x]).__name__} in {label!r}")
+        ax.errorbar(xs, [curve[x].mean for x in xs], yerr=[curve[x].ci95 for x in xs],
+                    marker="os^DvP<>*hX"[i % 11], capsize=3, label=label,
+                    linestyle="-" if len(xs) > 1 else "none")
+        for x, text in ((point_labels or {}).get(label) or {}).items():
+            ax.annotate(text, (x, curve[x].mean), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)
+    for j, (label, y) in enumerate((reference or {}).items()):
+        ax.axhline(y, linestyle="--", color=f"C{(len(curves) + j) % 10}", lw=1, label=label)
+    ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if own:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
+    else:
+        ax.legend()
     fig.tight_layout()
     return fig

@@ -24,12 +24,13 @@ from .. import data as _data
 from .. import models as _models
 from ..checkpoint import load_checkpoint, save_checkpoint, sha256_file
 from ..runtime import get_device, seed_everything
-from ..training import evaluate, fit
+from ..training import evaluate, evaluate_lm, fit, fit_lm
 
 __all__ = ["available", "info", "load", "train", "build", "source_data", "ZOO_DIR"]
 
 ZOO_DIR = Path(__file__).resolve().parent
-_MODEL_CLASSES = {"SmallCNN": _models.SmallCNN, "MLP": _models.MLP}
+_MODEL_CLASSES = {"SmallCNN": _models.SmallCNN, "MLP": _models.MLP,
+                  "TinyViT": _models.TinyViT, "CharTransformer": _models.CharTransformer}
 
 
 def available() -> list[str]:
@@ -67,6 +68,11 @@ def source_data(name: str) -> tuple[_data.ArrayDataset, _data.ArrayDataset]:
     fine-tuned body forgets.
     """
     d = info(name)["data"]
+    if d["dataset"] in _data.TEXT_CORPORA:  # a language model: windows of its text
+        # training windows overlap by context - stride; validation windows tile the text
+        return tuple(_data.TextWindows(_data.encode_text(_data.load_text(d["dataset"], part)),
+                                       d["context"], stride=stride)
+                     for part, stride in (("train", d.get("stride")), ("val", None)))
     ds = _data.load_dataset(d["dataset"], **d.get("kwargs", {}))
     if d.get("classes") is not None:
         ds = _data.class_split(ds, d["classes"])
@@ -78,6 +84,7 @@ def train(
     name: str,
     *,
     epochs: int | None = None,
+    steps: int | None = None,
     max_examples: int | None = None,
     seed: int | None = None,
     device: str | torch.device | None = None,
@@ -85,16 +92,28 @@ def train(
 ) -> tuple[nn.Module, dict]:
     """Train a zoo model from its recipe; return ``(model, metrics)``.
 
-    ``epochs`` and ``max_examples`` shorten the recipe for a quick check (the
-    tests use them); leave them out to reproduce the shipped model.
+    ``epochs`` (or ``steps``) and ``max_examples`` shorten the recipe for a quick
+    check (the tests use them); leave them out to reproduce the shipped model.
+    Language models (recipes whose data is a text corpus) train for ``steps``.
     """
     recipe = info(name)
     t = recipe["train"]
     if epochs is not None:
         epochs = V.positive_int(epochs, "epochs", "zoo.train")
+    if steps is not None:
+        steps = V.positive_int(steps, "steps", "zoo.train")
     if max_examples is not None:
         max_examples = V.positive_int(max_examples, "max_examples", "zoo.train")
-    seed_everything(t.get("seed", 0) if seed is None else V.seed_value(seed, "zoo.train"))
+    if seed is not None:
+        seed = V.seed_value(seed, "zoo.train")
+    if recipe["data"]["dataset"] in _data.TEXT_CORPORA:
+        if epochs is not None:
+            raise ValueError(f"{name} is a language model: its recipe counts steps; pass steps=")
+        return _train_language_model(name, recipe, steps=steps, max_examples=max_examples,
+                                     seed=seed, device=device, progress=progress)
+    if epochs is not None and steps is not None:
+        raise ValueError("give at most one of epochs= and steps= to shorten the recipe")
+    seed_everything(t.get("seed", 0) if seed is None else seed)
     train_ds, val_ds = source_data(name)
     if max_examples is not None:
         train_ds = train_ds.subset(torch.arange(min(max_examples, len(train_ds))))
@@ -106,13 +125,42 @@ def train(
     val_loader = _data.make_loader(val_ds, 512)
     model = _build_model(recipe)
     t0 = time.perf_counter()
-    fit(model, loader, epochs=epochs or t["epochs"], lr=t.get("lr", 1e-3),
+    length = {"steps": steps} if steps is not None else {"epochs": epochs or t["epochs"]}
+    fit(model, loader, **length, lr=t.get("lr", 1e-3),
         weight_decay=t.get("weight_decay", 0.0), device=device, progress=progress)
     seconds = time.perf_counter() - t0
     metrics = evaluate(model, val_loader, device=device)
     model.eval()
     return model, {"val_accuracy": round(metrics["accuracy"], 4),
                    "val_loss": round(metrics["loss"], 4), "train_seconds": round(seconds, 1)}
+
+
+def _train_language_model(name, recipe, *, steps, max_examples, seed, device, progress):
+    """The recipe of a language model: AdamW for ``steps``, the last ``decay_fraction`` at lr/10."""
+    t = recipe["train"]
+    seed_everything(t.get("seed", 0) if seed is None else seed)
+    train_ds, val_ds = source_data(name)
+    if max_examples is not None:
+        if max_examples < 1:
+            raise ValueError(f"max_examples must be positive, got {max_examples}")
+        train_ds.x, train_ds.y = train_ds.x[:max_examples], train_ds.y[:max_examples]
+    loader = _data.make_loader(train_ds, t.get("batch_size", 32), shuffle=True,
+                               seed=t.get("seed", 0))
+    model = _build_model(recipe)
+    total = steps or t["steps"]
+    late = round(total * t.get("decay_fraction", 0.0))
+    opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t.get("weight_decay", 0))
+    t0 = time.perf_counter()
+    for length, lr in ((total - late, t["lr"]), (late, t["lr"] / 10)):
+        if length:
+            for group in opt.param_groups:
+                group["lr"] = lr
+            fit_lm(model, loader, steps=length, optimizer=opt, device=device, progress=progress)
+    seconds = time.perf_counter() - t0
+    metrics = evaluate_lm(model, _data.make_loader(val_ds, 256), device=device)
+    model.eval()
+    return model, {"val_bits_per_char": round(metrics["bits_per_char"], 4),
+                   "val_chars": metrics["n"], "train_seconds": round(seconds, 1)}
 
 
 def build(name: str, *, progress: bool | None = None) -> dict:
