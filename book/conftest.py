@@ -78,10 +78,11 @@ def rebuild(nb, messages: dict[int, list[dict]], language_info: dict | None):
     code = [(index, cell) for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
     count = 0
     for i, (index, cell) in enumerate(code):
-        cell.outputs = []
-        cell.execution_count = None
-        if "skip-execution" in cell.metadata.get("tags", []):  # nbclient leaves these alone
+        # nbclient skips empty cells and those tagged skip-execution (nbval runs them)
+        if not cell.source.strip() or "skip-execution" in cell.metadata.get("tags", []):
             continue
+        cell.outputs = []
+        client.clear_before_next_output = False
         count += 1
         (parent,) = {m["parent_header"]["msg_id"] for m in messages[i]
                      if m["msg_type"] == "execute_input"}
@@ -92,7 +93,11 @@ def rebuild(nb, messages: dict[int, list[dict]], language_info: dict | None):
                 client.process_message(msg, cell, index)
             except CellExecutionComplete:
                 break
-        cell.execution_count = count  # nbval runs cells with store_history=False
+        # nbval runs cells with store_history=False: number them as nbclient does
+        cell.execution_count = count
+        for output in cell.outputs:
+            if output.output_type == "execute_result":
+                output.execution_count = count
     client.set_widgets_metadata()
     return nb
 
