@@ -29,11 +29,11 @@ QUIET_ENV := TU_PROGRESS=0 MPLBACKEND=Agg OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS
 KERNEL_ENV := env -u MPLBACKEND TU_PROGRESS=0 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 CELL_TIMEOUT ?= 300
-# Notebooks (and test processes) run at once: one per core. Each notebook runs exactly once
-# per `make test`: nbval executes it (pytest-xdist, a notebook per worker) and stores the
-# executed copy in the book's execution cache (book/conftest.py, --book-cache), which the book
-# build then renders without executing again. `make book` alone first executes whatever the
-# cache lacks, in parallel (scripts/execute_notebooks.py), then builds.
+# Processes at once, one per core: notebooks (nbval, make book) and unit-test workers.
+# Each notebook runs once per `make test`: nbval executes it (pytest-xdist, one notebook per
+# worker) and stores the executed copy in the book's execution cache (book/conftest.py,
+# --book-cache), which the book build then renders without executing it again. `make book`
+# alone first executes whatever the cache lacks, in parallel (scripts/execute_notebooks.py).
 JOBS ?= $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
 JB_FLAGS ?= -W -n --keep-going
 BENCH_ARGS ?=
@@ -62,7 +62,7 @@ lint: $(STAMP)
 
 # tests/ and every example in the package's docstrings (they are documentation; they must run)
 unit: $(STAMP)
-	$(QUIET_ENV) $(BIN)/python -m pytest --doctest-modules tests/ transfer_utils/
+	$(QUIET_ENV) $(BIN)/python -m pytest -n $(JOBS) --doctest-modules tests/ transfer_utils/
 
 nbval: $(STAMP)
 	$(KERNEL_ENV) $(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax \
