@@ -172,9 +172,11 @@ class BookCache:
         done += self.from_workers
         if done:
             store(done)
-            names = ", ".join(sorted(Path(path).stem for path, _, _ in done))
+            times = ", ".join(f"{Path(path).stem} {seconds:.0f} s"
+                              for path, _, seconds in sorted(done))
             print(f"\nbook cache: stored {len(done)} executed notebooks for the book build "
-                  f"in {cache_path().relative_to(ROOT)} ({names})")
+                  f"in {cache_path().relative_to(ROOT)} ({times}; "
+                  f"{sum(s for _, _, s in done):.0f} s in all)")
 
 
 def _language_info(kernel) -> dict | None:
