@@ -39,17 +39,16 @@ def _notebook(cells):
 
 
 def _comparable(nb):
-    """Outputs and counts of the code cells, widget model ids replaced by their order."""
-    nb = copy.deepcopy(nb)
-    ids = list(nb.metadata.get("widgets", {}).get(
-        "application/vnd.jupyter.widget-state+json", {}).get("state", {}))
+    """Outputs and counts of the code cells, widget model ids replaced by model names."""
+    state = nb.metadata.get("widgets", {}).get(
+        "application/vnd.jupyter.widget-state+json", {}).get("state", {})
     text = nbformat.writes(nb)
-    for i, model_id in enumerate(ids):
-        text = text.replace(model_id, f"model-{i}")
+    for model_id, model in state.items():  # ids are random; the names are unique here
+        text = text.replace(model_id, model["model_name"])
     nb = nbformat.reads(text, as_version=4)
     cells = [(c.execution_count, c.outputs) for c in nb.cells if c.cell_type == "code"]
-    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json")
-    return cells, sorted(state["state"]) if state else None, nb.metadata.get("language_info")
+    names = sorted(m["model_name"] for m in state.values())
+    return cells, names, nb.metadata.get("language_info")
 
 
 @pytest.mark.slow
