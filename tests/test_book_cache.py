@@ -117,3 +117,37 @@ def test_rebuild_replays_messages_through_nbclient():
     assert cell.execution_count == 1
     assert [(o.output_type, o.text) for o in cell.outputs] == [("stream", "a\n")]
     assert out.metadata["language_info"]["pygments_lexer"] == "ipython3"
+
+
+@pytest.mark.slow
+def test_make_book_executes_only_uncached_notebooks_in_parallel(tmp_path):
+    """scripts/execute_notebooks.py: what `make book` runs before `jupyter-book build`."""
+    from jupyter_cache import get_cache
+
+    (tmp_path / "book").mkdir()
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts" / "execute_notebooks.py", tmp_path / "scripts")
+    (tmp_path / "_config.yml").write_text(
+        "execute:\n  execute_notebooks: cache\n  cache: _build/.jupyter_cache\n  timeout: 60\n")
+    good, bad = _notebook(CELLS[:2]), _notebook(["raise ValueError('no')"])
+    nbformat.write(good, tmp_path / "book" / "good.ipynb")
+    nbformat.write(bad, tmp_path / "book" / "bad.ipynb")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+
+    def run():
+        return subprocess.run([sys.executable, "scripts/execute_notebooks.py", "--jobs", "2"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600)
+
+    first = run()
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert "executing 2, 2 at a time" in first.stdout
+    assert "book/bad.ipynb FAILED" in first.stdout and "ValueError" in first.stdout
+    cache = get_cache(str(tmp_path / "_build" / ".jupyter_cache"))
+    _, stored = cache.merge_match_into_notebook(copy.deepcopy(good))
+    assert stored.cells[1].outputs[0]["text"] == "hello\nworld\n"
+
+    (tmp_path / "book" / "bad.ipynb").unlink()
+    second = run()  # the good notebook is cached: nothing to execute
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "1 of 1 notebooks already in _build/.jupyter_cache; executing 0" in second.stdout
