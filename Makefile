@@ -29,6 +29,12 @@ QUIET_ENV := TU_PROGRESS=0 MPLBACKEND=Agg OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS
 KERNEL_ENV := env -u MPLBACKEND TU_PROGRESS=0 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 CELL_TIMEOUT ?= 300
+# Processes at once, one per core: notebooks (nbval, make book) and unit-test workers.
+# Each notebook runs once per `make test`: nbval executes it (pytest-xdist, one notebook per
+# worker) and stores the executed copy in the book's execution cache (book/conftest.py,
+# --book-cache), which the book build then renders without executing it again. `make book`
+# alone first executes whatever the cache lacks, in parallel (scripts/execute_notebooks.py).
+JOBS ?= $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
 JB_FLAGS ?= -W -n --keep-going
 BENCH_ARGS ?=
 # JupyterLab refuses to run as root (containers, Colab-like VMs) without this flag.
@@ -47,6 +53,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 book: $(STAMP)
+	$(KERNEL_ENV) $(BIN)/python scripts/execute_notebooks.py --jobs $(JOBS)
 	$(KERNEL_ENV) $(BIN)/jupyter-book build . $(JB_FLAGS)
 	@echo "Book: $(CURDIR)/_build/html/index.html"
 
@@ -55,11 +62,11 @@ lint: $(STAMP)
 
 # tests/ and every example in the package's docstrings (they are documentation; they must run)
 unit: $(STAMP)
-	$(QUIET_ENV) $(BIN)/python -m pytest --doctest-modules tests/ transfer_utils/
+	$(QUIET_ENV) $(BIN)/python -m pytest -n $(JOBS) --doctest-modules tests/ transfer_utils/
 
 nbval: $(STAMP)
-	$(KERNEL_ENV) $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
-		--nbval-cell-timeout=$(CELL_TIMEOUT) book/
+	$(KERNEL_ENV) $(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax \
+		--nbval-current-env --nbval-cell-timeout=$(CELL_TIMEOUT) --book-cache book/
 
 # Sequential on purpose: stop at the first failing step.
 test: $(STAMP)

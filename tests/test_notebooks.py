@@ -6,6 +6,7 @@ These read files only; executing the notebooks is nbval's job (`make test`).
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -65,22 +66,24 @@ def test_notebook_starts_with_a_title(path):
     )
 
 
-class _RecordingIPython:
-    """A stand-in for IPython's shell that records every call made through it."""
-
-    def __init__(self):
-        self.calls: list[tuple[str, tuple]] = []
-
-    def __getattr__(self, name):
-        def record(*args, **kwargs):
-            self.calls.append((name, args))
-
-        return record
-
-
 def _first_code_cell(path: Path):
     nb = _read(path)
     return next(c for c in nb.cells if c.cell_type == "code")
+
+
+def _colab_cell_script():
+    """scripts/colab_cell.py, which writes the install cell into every notebook."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("colab_cell", ROOT / "scripts" / "colab_cell.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _project_version() -> str:
+    return re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(),
+                     re.MULTILINE).group(1)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
@@ -91,37 +94,110 @@ def test_first_code_cell_is_the_hidden_colab_install_cell(path):
         f"{path.name}: tag the first code cell (the Colab install cell) 'remove-cell' or "
         f"'hide-cell'; it has tags {sorted(tags)}"
     )
-    assert "google.colab" in cell.source and "pip" in cell.source, (
-        f"{path.name}: the first code cell must be the Colab install cell "
-        "(copy it from another chapter)"
+    assert cell.source == _colab_cell_script().cell_source(), (
+        f"{path.name}: the first code cell is not the Colab install cell of version "
+        f"{_project_version()}: run `python scripts/colab_cell.py` (it writes that cell "
+        "into every notebook and changes nothing else)"
     )
+
+
+def test_package_version_is_pyprojects():
+    import transfer_utils as tu
+
+    assert tu.__version__ == _project_version(), (
+        "transfer_utils.__version__ and pyproject.toml's version differ; the Colab cell "
+        "installs the release tagged v<pyproject.toml's version>"
+    )
+
+
+class _FakePip:
+    """Stands in for subprocess.run: records each pip command; fails refs in ``missing``."""
+
+    def __init__(self, missing=()):
+        self.calls: list[list[str]] = []
+        self.missing = set(missing)
+
+    def __call__(self, cmd, **kwargs):
+        import subprocess
+
+        self.calls.append(cmd)
+        ref = cmd[-1].rsplit("@", 1)[1]
+        failed = ref in self.missing
+        return subprocess.CompletedProcess(cmd, 1 if failed else 0, "",
+                                           f"no such ref {ref}" if failed else "")
+
+
+def _run_cell(path, monkeypatch, *, colab: bool, missing=()):
+    import subprocess
+    import types
+
+    if colab:
+        monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    else:
+        monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.delenv("TU_SKIP_INSTALL", raising=False)
+    pip = _FakePip(missing)
+    monkeypatch.setattr(subprocess, "run", pip)
+    source = _first_code_cell(path).source
+    code = compile(source, f"{path.name}[cell 0]", "exec")  # plain Python: no `!` magics
+    namespace = {"__name__": "__colab_cell__"}
+    exec(code, namespace)
+    return pip, namespace
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_colab_install_cell_does_nothing_outside_colab(path, monkeypatch):
-    import sys
-
-    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    monkeypatch.delenv("TU_SKIP_INSTALL", raising=False)
-    shell = _RecordingIPython()
-    source = _first_code_cell(path).source
-    code = compile(source, f"{path.name}[cell 0]", "exec")  # plain Python: no `!` magics
-    exec(code, {"get_ipython": lambda: shell, "__name__": "__colab_cell__"})
-    assert shell.calls == [], f"{path.name}: the install cell ran {shell.calls} outside Colab"
+    pip, _ = _run_cell(path, monkeypatch, colab=False)
+    assert pip.calls == [], f"{path.name}: the install cell ran {pip.calls} outside Colab"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_colab_install_cell_installs_on_colab(path, monkeypatch):
-    import sys
-    import types
+def test_colab_install_cell_installs_the_release_of_its_version(monkeypatch, capsys):
+    pip, namespace = _run_cell(NOTEBOOKS[0], monkeypatch, colab=True)
+    version = _project_version()
+    assert namespace["TU_VERSION"] == version
+    assert len(pip.calls) == 1, pip.calls
+    cmd = pip.calls[0]
+    assert cmd[:4] == [sys.executable, "-m", "pip", "install"]
+    assert cmd[-1] == ("transfer-utils @ git+https://github.com/transfer-utils/"
+                       f"transfer-learning-book@v{version}")
+    assert f"Installed transfer_utils {version}" in capsys.readouterr().out
 
-    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
-    monkeypatch.delenv("TU_SKIP_INSTALL", raising=False)
-    shell = _RecordingIPython()
-    exec(_first_code_cell(path).source, {"get_ipython": lambda: shell})
-    assert len(shell.calls) == 1, f"{path.name}: expected one pip call on Colab, got {shell.calls}"
-    name, args = shell.calls[0]
-    assert name == "system" and "pip" in args[0] and "transfer-utils" in args[0]
+
+def test_colab_install_cell_falls_back_to_main_and_says_so(monkeypatch, capsys):
+    version = _project_version()
+    pip, _ = _run_cell(NOTEBOOKS[0], monkeypatch, colab=True, missing={f"v{version}"})
+    assert [cmd[-1].rsplit("@", 1)[1] for cmd in pip.calls] == [f"v{version}", "main"]
+    assert f"v{version} is not released: installing main" in capsys.readouterr().out
+
+
+def test_colab_install_cell_stops_when_nothing_installs(monkeypatch, capsys):
+    version = _project_version()
+    with pytest.raises(RuntimeError, match="pip could not install transfer_utils"):
+        _run_cell(NOTEBOOKS[0], monkeypatch, colab=True, missing={f"v{version}", "main"})
+    assert "no such ref main" in capsys.readouterr().out
+
+
+def test_colab_cell_script_changes_only_that_cell(tmp_path):
+    script = _colab_cell_script()
+    original = NOTEBOOKS[0].read_text(encoding="utf-8")
+    copy = tmp_path / NOTEBOOKS[0].name
+    copy.write_text(original, encoding="utf-8")
+    assert not script.update(copy, script.cell_source())  # already current: untouched
+    assert script.update(copy, script.cell_source("9.9.9"))
+    before, after = _read(NOTEBOOKS[0]), _read(copy)
+    assert 'TU_VERSION = "9.9.9"' in after.cells[0].source
+    assert [c.source for c in after.cells[1:]] == [c.source for c in before.cells[1:]]
+    assert after.cells[0].metadata == before.cells[0].metadata
+    assert script.update(copy, script.cell_source())
+    assert copy.read_text(encoding="utf-8") == original  # byte for byte
+
+    bare = tmp_path / "new.ipynb"  # a new chapter without the cell gets it first, tagged
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# New")]),
+                   bare)
+    assert script.update(bare, script.cell_source())
+    cells = _read(bare).cells
+    assert cells[0].source == script.cell_source() and cells[0].metadata.tags == ["remove-cell"]
+    assert cells[1].source == "# New"
 
 
 def _toc_files() -> list[str]:
