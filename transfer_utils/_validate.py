@@ -8,7 +8,7 @@ Nothing here is re-exported as ``tu.NAME``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -204,3 +204,15 @@ def class_labels(y: torch.Tensor, n_out: int | None, what: str) -> torch.Tensor:
                 "0..K-1 or give the model a head with more outputs (tu.replace_head)"
             )
     return y
+
+
+def state_of(obj, what: str, fn: str | None = None) -> dict:
+    """The tensors of a model or a state dict, as a plain dict; anything else is a ``TypeError``."""
+    from torch import nn
+
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    raise TypeError(f"{_where(fn)}{what} must be an nn.Module or its state_dict(), got "
+                    f"{type(obj).__name__}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import _validate as V
 from .runtime import get_device
 
 __all__ = ["save_checkpoint", "load_checkpoint", "Checkpoint", "LoadReport", "sha256_file"]
@@ -111,13 +112,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module | Mapping[str, tor
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"checkpoint paths end in .safetensors, got {path.name!r}")
-    if isinstance(model, nn.Module):
-        state = model.state_dict()
-    elif isinstance(model, Mapping):
-        state = dict(model)
-    else:
-        raise TypeError(f"save_checkpoint saves an nn.Module or a state dict of tensors, got "
-                        f"{type(model).__name__}")
+    state = V.state_of(model, "the thing to save", "save_checkpoint")
     if not state:
         raise ValueError("nothing to save: the state dict is empty")
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]

@@ -159,15 +159,7 @@ def l2sp_penalty(
         V.nonneg(value, what, "l2sp_penalty")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if isinstance(source_state, nn.Module):
-        source = source_state.state_dict()
-    elif isinstance(source_state, Mapping):
-        source = dict(source_state)
-    else:
-        raise TypeError(
-            "source_state must be the pretrained nn.Module or its state_dict(), got "
-            f"{type(source_state).__name__}"
-        )
+    source = V.state_of(source_state, "source_state (the pretrained model)", "l2sp_penalty")
     if exclude is None:
         head = _head_prefix(model)
         exclude = (head,) if head else ()

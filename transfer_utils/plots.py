@@ -31,6 +31,17 @@ _GUIDE_COLOURS = {"feature extraction": "#9ecae1", "fine-tune": "#a1d99b",
                   "partial fine-tune": "#fdd0a2", "scratch": "#d9d9d9"}
 
 
+def _finish(fig, ax, own: bool):
+    """Grid, and the legend beside the axes on a figure of our own (where it hides no point)."""
+    ax.grid(alpha=0.3)
+    if own:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
+    else:
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def _numpy(a) -> np.ndarray:
     return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
 
@@ -71,13 +82,7 @@ def plot_curves(
     ax.set(xlabel=xlabel, ylabel=ylabel)
     if title:
         ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if own:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
-    else:
-        ax.legend()
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, own)
 
 
 def plot_history(history: History | Mapping[str, History], *, ax=None):
@@ -582,10 +587,4 @@ def plot_tradeoff(
     ax.set(xlabel=xlabel, ylabel=ylabel)
     if title:
         ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if own:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False)
-    else:
-        ax.legend()
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, own)
