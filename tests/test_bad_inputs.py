@@ -366,7 +366,7 @@ PROBES = {
     "l2sp negative": (lambda: tu.l2sp_penalty(NET, NET, alpha=-1), ValueError,
                       "alpha must be a non-negative number"),
     "l2sp source": (lambda: tu.l2sp_penalty([1], NET, alpha=1), TypeError,
-                    "source_state must be"),
+                    r"source_state \(the pretrained model\) must be an nn.Module"),
     "l2sp nothing": (lambda: tu.l2sp_penalty(tu.MLP(64), NET, alpha=1), ValueError,
                      "anchored nothing"),
     "unfreezing every 0": (lambda: tu.GradualUnfreezing(tu.SmallCNN(), torch.optim.SGD(

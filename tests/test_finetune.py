@@ -76,7 +76,7 @@ def test_l2sp_errors():
         tu.l2sp_penalty(src, src, alpha=-1)
     with pytest.raises(ValueError, match="beta must be a non-negative number"):
         tu.l2sp_penalty(src, src, alpha=1, beta=-0.1)
-    with pytest.raises(TypeError, match=r"source_state \(the pretrained model\) must be an nn.Module or its state_dict"):
+    with pytest.raises(TypeError, match=r"source_state \(the pretrained model\) must be"):
         tu.l2sp_penalty([1, 2], src, alpha=1)
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         tu.l2sp_penalty(src, "net", alpha=1)
