@@ -123,3 +123,149 @@ def test_make_image_folder_errors(tmp_path, kwargs, error, match):
 def test_make_image_folder_root_must_be_a_path():
     with pytest.raises(TypeError, match="root must be a folder path"):
         tu.make_image_folder(3)
+
+
+# --------------------------------------------------------------------------- checkpoint -> predictor
+
+
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory):
+    return tu.make_image_folder(tmp_path_factory.mktemp("own") / "imgs", per_class=4,
+                                shapes=["ring", "heart", "arrow"], min_size=24, max_size=48)
+
+
+def _eval_transform(size, mean, std):
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
+                               transforms.Normalize(mean, std)])
+
+
+def _trained_looking(model):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # not the initialisation a rebuilt model gets
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch", ["SmallCNN", "resnet18"])
+def test_predictor_round_trip_keeps_predictions(tmp_path, small_folder, arch):
+    from torchvision import datasets
+
+    mean, std = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+    ds = datasets.ImageFolder(small_folder, transform=_eval_transform(24, mean, std))
+    net = (tu.SmallCNN(3, in_channels=3, widths=[8, 16]) if arch == "SmallCNN"
+           else tu.resnet18_for(3, in_channels=3))
+    net = _trained_looking(net)
+    with torch.no_grad():
+        expected = net(torch.stack([ds[i][0] for i in range(len(ds))])).argmax(1)
+    path = tu.save_checkpoint(tmp_path / "best.safetensors", net,
+                              architecture=tu.architecture_of(net), classes=ds.classes,
+                              preprocessing={"size": 24, "mean": mean, "std": std})
+    predictor = tu.load_predictor(path, device="cpu")
+    assert predictor.classes == ds.classes == ["arrow", "heart", "ring"]
+    names = [predictor(p) for p, _ in ds.samples]
+    assert names == [ds.classes[int(i)] for i in expected]
+    rows = predictor.predict_folder(small_folder, batch_size=5)
+    assert [r["path"] for r in rows] == sorted(p for p, _ in ds.samples)
+    assert {r["path"]: r["prediction"] for r in rows} == dict(
+        zip([p for p, _ in ds.samples], names, strict=True))
+    probs = predictor.probabilities(ds.samples[0][0])
+    assert list(probs) == ds.classes and sum(probs.values()) == pytest.approx(1, abs=1e-5)
+    assert max(probs, key=probs.get) == names[0]
+    with Image.open(ds.samples[0][0]) as img:
+        assert predictor(img.convert("L")) in ds.classes  # a grey PIL image is converted
+
+
+def test_predictor_three_lines_from_file_to_class_name(tmp_path, small_folder):
+    net = _trained_looking(tu.SmallCNN(3, in_channels=3, widths=[8]))
+    path = tu.save_checkpoint(tmp_path / "m.safetensors", net, architecture=tu.architecture_of(net),
+                              classes=["arrow", "heart", "ring"],
+                              preprocessing={"size": 16, "mean": [0.5] * 3, "std": [0.3] * 3})
+    image = next(small_folder.glob("heart/*"))
+    assert tu.load_predictor(path)(image) in ("arrow", "heart", "ring")
+
+
+def test_predictor_with_resize_and_centre_crop_and_a_given_model(tmp_path, small_folder):
+    net = _trained_looking(tu.SmallCNN(3, in_channels=1, widths=[4]))
+    path = tu.save_checkpoint(tmp_path / "m.safetensors", net, classes=["a", "b", "c"],
+                              preprocessing={"size": 20, "resize": 24, "mean": [0.5],
+                                             "std": [0.3]})
+    with pytest.raises(ValueError, match="no architecture in its metadata"):
+        tu.load_predictor(path)
+    predictor = tu.load_predictor(path, model=tu.SmallCNN(3, in_channels=1, widths=[4]))
+    x = predictor.transform(Image.open(next(small_folder.glob("ring/*"))))
+    assert x.shape == (1, 20, 20)
+    assert predictor(next(small_folder.glob("ring/*"))) in ("a", "b", "c")
+
+
+def test_checkpoint_without_preprocessing_gets_a_clear_error(tmp_path):
+    net = tu.SmallCNN(3, in_channels=3, widths=[4])
+    path = tu.save_checkpoint(tmp_path / "plain.safetensors", net, accuracy=0.9)
+    with pytest.raises(ValueError) as err:
+        tu.load_predictor(path)
+    msg = str(err.value)
+    assert "plain.safetensors has no preprocessing or classes or architecture" in msg
+    assert "(size, mean, std)" in msg and "tu.save_checkpoint(path, model, architecture=" in msg
+    bad = tu.save_checkpoint(tmp_path / "bad.safetensors", net, classes=["a", "b", "c"],
+                             architecture=tu.architecture_of(net), preprocessing={"size": 32})
+    with pytest.raises(ValueError, match="must give size, mean and std"):
+        tu.load_predictor(bad)
+    wrong = tu.save_checkpoint(tmp_path / "wrong.safetensors", net, classes=["a", "b"],
+                               architecture=tu.architecture_of(net),
+                               preprocessing={"size": 8, "mean": [0.5] * 3, "std": [0.2] * 3})
+    with pytest.raises(ValueError, match="names 2 classes but the model has 3 outputs"):
+        tu.load_predictor(wrong)
+
+
+def test_predictor_input_errors(tmp_path, small_folder):
+    net = tu.SmallCNN(2, in_channels=3, widths=[4])
+    path = tu.save_checkpoint(tmp_path / "m.safetensors", net, architecture=tu.architecture_of(net),
+                              classes=["a", "b"],
+                              preprocessing={"size": 8, "mean": [0.5] * 3, "std": [0.2] * 3})
+    predictor = tu.load_predictor(path)
+    with pytest.raises(FileNotFoundError, match="no image file at"):
+        predictor(tmp_path / "missing.png")
+    with pytest.raises(TypeError, match="an image file path or a PIL image"):
+        predictor(torch.zeros(3, 8, 8))
+    with pytest.raises(NotADirectoryError, match="for one image call predictor"):
+        predictor.predict_folder(tmp_path / "m.safetensors")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no image files"):
+        predictor.predict_folder(tmp_path / "empty")
+
+
+def test_image_transform_and_architecture_errors():
+    with pytest.raises(ValueError, match="one mean and one std > 0 per channel"):
+        tu.image_transform(8, [0.5, 0.5], [0.2, 0.2])
+    with pytest.raises(ValueError, match=r"size must be a positive int or \[height, width\]"):
+        tu.image_transform(0, [0.5], [0.2])
+    with pytest.raises(TypeError, match="knows SmallCNN, MLP and ResNet-18"):
+        tu.architecture_of(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match="unknown architecture 'vgg'"):
+        tu.build_architecture({"name": "vgg"})
+    spec = tu.architecture_of(tu.resnet18_for(4, in_channels=1))
+    assert spec == {"name": "resnet18", "kwargs": {"num_classes": 4, "in_channels": 1}}
+    assert tu.build_architecture(spec).conv1.in_channels == 1
+
+
+def test_predict_on_a_path_points_to_load_predictor():
+    with pytest.raises(TypeError, match=r"tu.load_predictor\(checkpoint_path\)\(image_path\)"):
+        tu.predict(tu.SmallCNN(), "img.png")
+
+
+# --------------------------------------------------------------------------- resnet18_for reload
+
+
+def test_resnet18_for_reload_keeps_a_fine_tuned_head_of_the_same_size(tmp_path):
+    tuned = _trained_looking(tu.resnet18_for(6, in_channels=3))
+    path = tu.save_checkpoint(tmp_path / "tuned.safetensors", tuned)
+    again = tu.resnet18_for(6, in_channels=3, weights=path).eval()
+    assert torch.equal(again.fc.weight, tuned.fc.weight)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(again(x), tuned(x)), "same head, same body: same outputs"
+    other = tu.resnet18_for(4, in_channels=3, weights=path)  # another task: a new head
+    assert other.fc.out_features == 4
+    assert torch.equal(other.layer4[1].conv2.weight, tuned.layer4[1].conv2.weight)

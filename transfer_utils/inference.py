@@ -52,9 +52,8 @@ def architecture_of(model: nn.Module) -> dict:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"architecture_of describes an nn.Module, got {type(model).__name__}")
-    _, _, head = get_head(model)
     if isinstance(model, (SmallCNN, MLP)):
-        kwargs = {**model.config, "num_classes": head.out_features}
+        kwargs = {**model.config, "num_classes": get_head(model)[2].out_features}
         conv = _first_conv(model.body)
         if isinstance(model, SmallCNN) and conv is not None:
             kwargs["in_channels"] = conv.in_channels
@@ -64,7 +63,7 @@ def architecture_of(model: nn.Module) -> dict:
     if (isinstance(model, torchvision.models.ResNet)
             and [len(getattr(model, f"layer{i}")) for i in range(1, 5)] == [2, 2, 2, 2]
             and isinstance(model.layer1[0], torchvision.models.resnet.BasicBlock)):
-        return {"name": "resnet18", "kwargs": {"num_classes": head.out_features,
+        return {"name": "resnet18", "kwargs": {"num_classes": model.fc.out_features,
                                                "in_channels": model.conv1.in_channels}}
     raise TypeError(
         f"architecture_of knows SmallCNN, MLP and ResNet-18, not {type(model).__name__}; "
