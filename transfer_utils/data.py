@@ -1339,7 +1339,8 @@ def _texture(kind: torch.Tensor, u, v, freq: torch.Tensor, angle: torch.Tensor) 
 
 
 def _render_shapes(labels: torch.Tensor, names: Sequence[str], canvas: int,
-                   aspect: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+                   aspect: torch.Tensor, g: torch.Generator, contrast: float = 0.35
+                   ) -> torch.Tensor:
     """RGB images ``[n, 3, canvas, canvas]`` in [0, 1], one shape each (vectorised).
 
     ``aspect[i]`` is the width / height the image will be resized to: the short side
@@ -1362,7 +1363,8 @@ def _render_shapes(labels: torch.Tensor, names: Sequence[str], canvas: int,
         return rand(n, 3)[:, :, None, None].expand(n, 3, canvas, canvas)
 
     X, Y = grid(canvas)
-    b1, b2 = colours(), colours()  # background: two colours in a random texture
+    b1 = colours()  # background: a colour, textured with a second one close to it
+    b2 = torch.lerp(b1, colours(), contrast)
     img = torch.lerp(b1, b2, _texture(torch.randint(0, 5, (n,), generator=g), X, Y,
                                       2 + 10 * rand(n), math.pi * rand(n))[:, None])
     for _ in range(3):  # clutter: up to three small discs
@@ -1394,7 +1396,7 @@ def _render_shapes(labels: torch.Tensor, names: Sequence[str], canvas: int,
     background = (b1 + b2)[:, :, 0, 0] / 2
     close = (f1 - background).abs().sum(1) < 0.6  # keep the shape visible on its background
     f1 = torch.where(close[:, None], (background + 0.5) % 1.0, f1)
-    f2 = torch.where((rand(n) < 0.5)[:, None], f1 * (0.3 + 0.4 * rand(n, 1)), rand(n, 3))
+    f2 = torch.lerp(f1, rand(n, 3), contrast)
     fill = torch.lerp(f1[:, :, None, None].expand(n, 3, canvas, canvas),
                       f2[:, :, None, None].expand(n, 3, canvas, canvas),
                       _texture(torch.randint(0, 5, (n,), generator=g), u, v, 4 + 8 * rand(n),
