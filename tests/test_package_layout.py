@@ -20,7 +20,8 @@ PKG = Path(tu.__file__).resolve().parent
 # The order of the README's package table: a module may import the private helpers
 # (_validate) and any module listed before it, never one listed after it.
 LAYERS = {
-    "core": ["runtime", "data", "checkpoint", "surgery", "models", "training", "zoo"],
+    "core": ["runtime", "data", "checkpoint", "surgery", "models", "training", "inference",
+             "zoo"],
     "methods": ["features", "finetune", "param_efficient", "distill", "adapt", "multitask",
                 "zeroshot", "privacy", "distributed"],
     "measure": ["analysis", "experiments", "diagnostics"],

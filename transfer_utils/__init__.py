@@ -5,7 +5,7 @@ re-exported here, so a notebook never needs to know which module a helper lives 
 The modules are organised by concept in four layers, and import only from the
 layers above them in this list (and, within a layer, from modules listed before):
 
-- core: runtime, data, checkpoint, surgery, models, training, zoo
+- core: runtime, data, checkpoint, surgery, models, training, inference, zoo
 - methods: features, finetune, param_efficient, distill, adapt, multitask, zeroshot, privacy, distributed
 - measure: analysis, experiments, diagnostics
 - present: guide, plots, widgets, exercises
@@ -20,6 +20,7 @@ from .checkpoint import *  # noqa: F403
 from .surgery import *  # noqa: F403
 from .models import *  # noqa: F403
 from .training import *  # noqa: F403
+from .inference import *  # noqa: F403
 from .features import *  # noqa: F403  (methods)
 from .finetune import *  # noqa: F403
 from .param_efficient import *  # noqa: F403

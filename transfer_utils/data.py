@@ -45,9 +45,14 @@ __all__ = [
     "make_loader",
     "random_shift",
     "permute_pixels",
+    "SHAPES",
+    "SOURCE_SHAPES",
+    "FOLDER_SHAPES",
+    "load_shapes",
+    "make_image_folder",
 ]
 
-DATASETS: tuple[str, ...] = ("mnist", "digits", "mnist1d", "glyphs")
+DATASETS: tuple[str, ...] = ("mnist", "digits", "mnist1d", "glyphs", "shapes")
 # Without explicit names, an ArrayDataset names classes "0".."K-1"; a label beyond this is
 # almost surely not a class id (a regression target, a hash) and would build millions of names.
 _MAX_UNNAMED_CLASSES = 100_000
@@ -1471,3 +1476,308 @@ def text_loader(ids: torch.Tensor, context: int, batch_size: int = 32, *,
     """
     return FastLoader(TextWindows(ids, context, stride=stride, windows=windows), batch_size,
                       shuffle=shuffle, seed=seed)
+# --------------------------------------------------------------------------- colour images
+# Procedural RGB images: a shape with a fill texture on a textured background with clutter.
+# The zoo's RGB source model (chapter 6) learns from load_shapes; make_image_folder writes
+# other shapes to disk as a folder of class sub-folders, the stand-in for your own photos.
+
+SHAPES: tuple[str, ...] = (
+    "circle", "ellipse", "triangle", "square", "pentagon", "hexagon", "star", "plus", "ring",
+    "semicircle", "arrow", "cloud", "crescent", "drop", "flower", "heart",
+)
+SOURCE_SHAPES: tuple[str, ...] = SHAPES[:10]  # what load_shapes draws by default
+FOLDER_SHAPES: tuple[str, ...] = SHAPES[10:]  # what make_image_folder draws by default
+
+
+def _regular_polygon(r: torch.Tensor, th: torch.Tensor, sides: int) -> torch.Tensor:
+    a = 2 * math.pi / sides
+    return r * torch.cos(torch.remainder(th, a) - a / 2) <= 0.9 * math.cos(math.pi / sides)
+
+
+def _inside_shape(name: str, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Boolean mask of ``name`` in its own coordinates (u right, v up; about [-1, 1])."""
+    r = torch.sqrt(u * u + v * v)
+    th = torch.atan2(v, u) + math.pi / 2  # 0 = pointing up
+    if name == "circle":
+        return r <= 0.9
+    if name == "ellipse":
+        return (u / 0.95) ** 2 + (v / 0.5) ** 2 <= 1
+    if name in ("triangle", "pentagon", "hexagon"):
+        sides = {"triangle": 3, "pentagon": 5, "hexagon": 6}[name]
+        return _regular_polygon(r * (0.85 if sides == 3 else 1.0), th, sides)
+    if name == "square":
+        return _regular_polygon(r, th + math.pi / 4, 4)
+    if name == "star":
+        a = 2 * math.pi / 5
+        t = (torch.remainder(th, a) - a / 2).abs() / (a / 2)
+        return r <= 0.38 + 0.57 * t
+    if name == "plus":
+        return ((u.abs() <= 0.28) & (v.abs() <= 0.9)) | ((v.abs() <= 0.28) & (u.abs() <= 0.9))
+    if name == "ring":
+        return (r <= 0.92) & (r >= 0.55)
+    if name == "semicircle":
+        return (u * u + (v + 0.4) ** 2 <= 0.95**2) & (v >= -0.4)
+    if name == "arrow":
+        shaft = (u >= -0.9) & (u <= 0.15) & (v.abs() <= 0.2)
+        head = (u >= 0.1) & (u <= 0.9) & (v.abs() <= 0.75 * (0.9 - u))
+        return shaft | head
+    if name == "cloud":
+        m = (v >= -0.55) & (v <= -0.15) & (u.abs() <= 0.5)
+        for cx, cy, rr in ((-0.45, -0.15, 0.42), (0.0, 0.15, 0.5), (0.45, -0.12, 0.42)):
+            m = m | ((u - cx) ** 2 + (v - cy) ** 2 <= rr * rr)
+        return m
+    if name == "crescent":
+        return (r <= 0.9) & ((u - 0.4) ** 2 + (v - 0.15) ** 2 >= 0.72**2)
+    if name == "drop":
+        return (u * u + (v + 0.3) ** 2 <= 0.55**2) | (
+            (v >= -0.3) & (v <= 0.95) & (u.abs() <= 0.49 * (0.95 - v)))
+    if name == "flower":
+        return r <= 0.5 + 0.42 * torch.cos(6 * th).clamp_min(-0.3)
+    if name == "heart":
+        x, y = u * 1.25, v * 1.25 + 0.15
+        return (x * x + y * y - 1) ** 3 - x * x * y**3 <= 0
+    raise ValueError(f"unknown shape {name!r}; choose from {', '.join(SHAPES)}")
+
+
+def _texture(kind: torch.Tensor, u, v, freq: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Per-pixel mix weight in [0, 1]: kind 0 plain, 1 stripes, 2 checks, 3 dots, 4 gradient."""
+    c, s = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+    uu, vv = u * c + v * s, -u * s + v * c
+    su, sv = torch.sin(freq[:, None, None] * uu), torch.sin(freq[:, None, None] * vv)
+    k = kind[:, None, None]
+    out = torch.zeros_like(u)
+    out = torch.where(k == 1, (su > 0).float(), out)
+    out = torch.where(k == 2, ((su > 0) ^ (sv > 0)).float(), out)
+    out = torch.where(k == 3, ((su * sv) > 0.35).float(), out)
+    return torch.where(k == 4, ((uu + 1.5) / 3).clamp(0, 1), out)
+
+
+def _render_shapes(labels: torch.Tensor, names: Sequence[str], canvas: int,
+                   aspect: torch.Tensor, g: torch.Generator, contrast: float = 0.35
+                   ) -> torch.Tensor:
+    """RGB images ``[n, 3, canvas, canvas]`` in [0, 1], one shape each (vectorised).
+
+    ``aspect[i]`` is the width / height the image will be resized to: the short side
+    spans [-1, 1], so resizing the square canvas gives undistorted shapes. The shape's
+    outline is drawn at twice the resolution and averaged (anti-aliased edges).
+    """
+    n = len(labels)
+
+    def rand(*size):
+        return torch.rand(*size, generator=g)
+
+    wx, hy = aspect.clamp_min(1), (1 / aspect).clamp_min(1)
+
+    def grid(size):
+        base = (torch.arange(size) + 0.5 - size / 2) / (size / 2)
+        return ((base[None, None, :] * wx[:, None, None]).expand(n, size, size),
+                (-base[None, :, None] * hy[:, None, None]).expand(n, size, size))
+
+    def colours():
+        return rand(n, 3)[:, :, None, None].expand(n, 3, canvas, canvas)
+
+    X, Y = grid(canvas)
+    b1 = colours()  # background: a colour, textured with a second one close to it
+    b2 = torch.lerp(b1, colours(), contrast)
+    img = torch.lerp(b1, b2, _texture(torch.randint(0, 5, (n,), generator=g), X, Y,
+                                      2 + 10 * rand(n), math.pi * rand(n))[:, None])
+    for _ in range(3):  # clutter: up to three small discs
+        on = rand(n) < 0.5
+        cx, cy, rr = (2 * rand(n) - 1) * wx, (2 * rand(n) - 1) * hy, 0.05 + 0.12 * rand(n)
+        disc = ((X - cx[:, None, None]) ** 2 + (Y - cy[:, None, None]) ** 2
+                <= (rr * rr)[:, None, None]) & on[:, None, None]
+        img = torch.lerp(img, colours(), disc[:, None].float())
+    size = 0.45 + 0.4 * rand(n)  # radius, as a fraction of half the short side
+    stretch = torch.exp((2 * rand(n) - 1) * 0.25)
+    angle = 2 * math.pi * rand(n)
+    cx, cy = (2 * rand(n) - 1) * (1 - size) * wx, (2 * rand(n) - 1) * (1 - size) * hy
+    ca, sa = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+
+    def local(X, Y):
+        dx, dy = X - cx[:, None, None], Y - cy[:, None, None]
+        return ((ca * dx + sa * dy) / (size * stretch)[:, None, None],
+                (-sa * dx + ca * dy) / (size / stretch)[:, None, None])
+
+    u2, v2 = local(*grid(2 * canvas))
+    mask = torch.zeros(n, 2 * canvas, 2 * canvas)
+    for i, name in enumerate(names):
+        idx = (labels == i).nonzero()[:, 0]
+        if len(idx):
+            mask[idx] = _inside_shape(name, u2[idx], v2[idx]).float()
+    mask = F.avg_pool2d(mask[:, None], 2)
+    u, v = local(X, Y)
+    f1 = rand(n, 3)
+    background = (b1 + b2)[:, :, 0, 0] / 2
+    close = (f1 - background).abs().sum(1) < 0.6  # keep the shape visible on its background
+    f1 = torch.where(close[:, None], (background + 0.5) % 1.0, f1)
+    f2 = torch.lerp(f1, rand(n, 3), contrast)
+    fill = torch.lerp(f1[:, :, None, None].expand(n, 3, canvas, canvas),
+                      f2[:, :, None, None].expand(n, 3, canvas, canvas),
+                      _texture(torch.randint(0, 5, (n,), generator=g), u, v, 4 + 8 * rand(n),
+                               math.pi * rand(n))[:, None])
+    return torch.lerp(img, fill, mask)
+
+
+def _shape_names(shapes, default: tuple[str, ...], fn: str) -> list[str]:
+    names = list(default if shapes is None else shapes)
+    if isinstance(shapes, str) or len(names) < 2 or len(set(names)) != len(names):
+        raise ValueError(f"{fn}: shapes must be a list of at least 2 distinct names from "
+                         f"tu.SHAPES, got {shapes!r}")
+    unknown = [s for s in names if s not in SHAPES]
+    if unknown:
+        raise ValueError(f"{fn}: unknown shapes {unknown}; choose from {', '.join(SHAPES)}")
+    return names
+
+
+def load_shapes(
+    n: int = 10000,
+    *,
+    image_size: int = 32,
+    seed: int = 0,
+    shapes: Sequence[str] | None = None,
+    noise: float = 0.04,
+) -> ArrayDataset:
+    """Procedural colour images: one shape per image, on a textured background (RGB, in memory).
+
+    Each image draws a random background (two colours, plain, striped, checked,
+    dotted or a gradient), up to three small clutter discs, then the shape at a
+    random position, size (45-85 % of half the side), rotation and stretch, filled
+    with its own colours and texture, plus pixel noise. The label is the shape.
+    The zoo's RGB source model ``shapes32_cnn`` is trained on these (chapter 6);
+    :func:`make_image_folder` writes other shapes to disk as an image folder.
+
+    Parameters
+    ----------
+    n : int
+        Number of images, as equal per class as ``n`` allows.
+    image_size : int
+        Side of the square images.
+    seed : int
+        Same seed, same tensor.
+    shapes : list of str, optional
+        Class names from :data:`SHAPES`; default :data:`SOURCE_SHAPES` (10 shapes).
+    noise : float
+        Standard deviation of the Gaussian pixel noise.
+
+    Returns
+    -------
+    ArrayDataset
+        ``x`` of shape ``[n, 3, image_size, image_size]`` in [0, 1], name ``"shapes"``.
+
+    Examples
+    --------
+    >>> ds = load_shapes(40, image_size=16, seed=0)
+    >>> tuple(ds.x.shape), ds.classes[:3]
+    ((40, 3, 16, 16), ['circle', 'ellipse', 'triangle'])
+    """
+    _image_size_arg(image_size, "load_shapes")
+    names = _shape_names(shapes, SOURCE_SHAPES, "load_shapes")
+    if isinstance(n, bool) or not isinstance(n, int) or n < len(names):
+        raise ValueError(f"load_shapes: n must be an int >= {len(names)} (one image per class), "
+                         f"got {n!r}")
+    noise = V.nonneg(noise, "noise", "load_shapes")
+    seed = V.seed_value(seed, "load_shapes")
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.arange(n) % len(names))[torch.randperm(n, generator=g)]
+    chunks = []
+    for lo in range(0, n, 1024):  # bounded memory for large n
+        part = y[lo : lo + 1024]
+        x = _render_shapes(part, names, image_size, torch.ones(len(part)), g)
+        chunks.append((x + noise * torch.randn(x.shape, generator=g)).clamp(0, 1))
+    return ArrayDataset(torch.cat(chunks), y, names, "shapes")
+
+
+def make_image_folder(
+    root: str | Path,
+    *,
+    per_class: int = 80,
+    shapes: Sequence[str] | None = None,
+    min_size: int = 40,
+    max_size: int = 160,
+    seed: int = 0,
+    noise: float = 0.04,
+) -> Path:
+    """Write an example image folder: one sub-folder per class, RGB files of varied sizes.
+
+    The stand-in for a folder of your own photos (chapter 6): ``root/<class>/<file>``
+    with ``per_class`` images of each shape in :data:`FOLDER_SHAPES` (shapes the zoo's
+    RGB model never saw), drawn like :func:`load_shapes`, each with its own height
+    and width between ``min_size`` and ``max_size`` pixels (aspect ratios 3:4 to
+    4:3), saved as PNG and, every third image, JPEG. This is the layout
+    ``torchvision.datasets.ImageFolder`` reads; split it into training, validation
+    and test sets in code (``tu.split``). Same arguments, same files.
+
+    Parameters
+    ----------
+    root : path-like
+        Folder to create; it must not exist yet or be empty (nothing is overwritten).
+    per_class : int
+        Images per class.
+    shapes : list of str, optional
+        Class names from :data:`SHAPES`; default :data:`FOLDER_SHAPES` (6 shapes).
+    min_size, max_size : int
+        Range of the image sides, in pixels.
+    seed : int
+    noise : float
+        Standard deviation of the Gaussian pixel noise.
+
+    Returns
+    -------
+    pathlib.Path
+        ``root``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> root = make_image_folder(pathlib.Path(tempfile.mkdtemp()) / "imgs", per_class=3)
+    >>> sorted(p.name for p in root.iterdir())
+    ['arrow', 'cloud', 'crescent', 'drop', 'flower', 'heart']
+    >>> len(list(root.glob("*/*")))
+    18
+    """
+    from PIL import Image
+
+    if isinstance(root, (bytes, bytearray)) or not isinstance(root, (str, Path)):
+        raise TypeError(f"make_image_folder: root must be a folder path, got {root!r}")
+    root = Path(root).expanduser()
+    names = _shape_names(shapes, FOLDER_SHAPES, "make_image_folder")
+    per_class = V.positive_int(per_class, "per_class", "make_image_folder")
+    min_size = V.positive_int(min_size, "min_size", "make_image_folder")
+    max_size = V.positive_int(max_size, "max_size", "make_image_folder")
+    if not 8 <= min_size <= max_size:
+        raise ValueError(f"make_image_folder: need 8 <= min_size <= max_size, got min_size="
+                         f"{min_size}, max_size={max_size}")
+    noise = V.nonneg(noise, "noise", "make_image_folder")
+    seed = V.seed_value(seed, "make_image_folder")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(
+            f"make_image_folder: {root} exists and is not an empty folder; choose a new path "
+            "(nothing is overwritten)")
+    g = torch.Generator().manual_seed(seed)
+    n = per_class * len(names)
+    y = torch.arange(n) // per_class
+    heights = torch.randint(min_size, max_size + 1, (n,), generator=g)
+    aspect = torch.exp((2 * torch.rand(n, generator=g) - 1) * math.log(4 / 3))
+    widths = (heights * aspect).round().long().clamp(min_size, max_size)
+    aspect = widths / heights
+    canvas = min(max_size, 96)
+    for name in names:
+        (root / name).mkdir(parents=True, exist_ok=True)
+    for lo in range(0, n, 256):
+        sl = slice(lo, lo + 256)
+        imgs = _render_shapes(y[sl], names, canvas, aspect[sl], g)
+        for j, img in enumerate(imgs):
+            i = lo + j
+            h, w = int(heights[i]), int(widths[i])
+            img = F.interpolate(img[None], size=(h, w), mode="bilinear", antialias=True,
+                                align_corners=False)[0]
+            img = (img + noise * torch.randn(img.shape, generator=g)).clamp(0, 1)
+            pixels = (img.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+            index = i % per_class
+            ext = "jpg" if index % 3 == 2 else "png"
+            path = root / names[int(y[i])] / f"{names[int(y[i])]}_{index:04d}.{ext}"
+            Image.fromarray(pixels, "RGB").save(path, **({"quality": 90} if ext == "jpg" else {}))
+    return root
+
+
+_LOADERS["shapes"] = load_shapes

@@ -402,8 +402,9 @@ def predict(
     """
     if isinstance(loader, (str, bytes)) or hasattr(loader, "__fspath__"):
         raise TypeError(
-            f"predict takes a loader of (x, y) batches, got the path {str(loader)!r}; for one "
-            "image file, load it as a tensor [1, C, H, W] and call model(x)"
+            f"predict takes a loader of (x, y) batches, got the path {str(loader)!r}; to "
+            "classify an image file, save the model with its preprocessing and class names and "
+            "use tu.load_predictor(checkpoint_path)(image_path) (chapter 6, 'Your own images')"
         )
     _require_loader(loader, "loader")
     device = get_device(device)

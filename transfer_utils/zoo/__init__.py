@@ -65,9 +65,11 @@ def source_data(name: str) -> tuple[_data.ArrayDataset, _data.ArrayDataset]:
     """The (train, validation) split a zoo model was trained and measured on.
 
     Chapters use the validation part to measure how much of the source task a
-    fine-tuned body forgets.
+    fine-tuned body forgets. A recipe with ``preprocessing`` (``size``, ``mean``,
+    ``std``: what the model expects, chapter 6) gives normalised inputs.
     """
-    d = info(name)["data"]
+    recipe = info(name)
+    d = recipe["data"]
     if d["dataset"] in _data.TEXT_CORPORA:  # a language model: windows of its text
         # training windows overlap by context - stride; validation windows tile the text
         return tuple(_data.TextWindows(_data.encode_text(_data.load_text(d["dataset"], part)),
@@ -76,6 +78,9 @@ def source_data(name: str) -> tuple[_data.ArrayDataset, _data.ArrayDataset]:
     ds = _data.load_dataset(d["dataset"], **d.get("kwargs", {}))
     if d.get("classes") is not None:
         ds = _data.class_split(ds, d["classes"])
+    pre = recipe.get("preprocessing")
+    if pre is not None:  # the model reads normalised inputs: (x - mean) / std per channel
+        ds = _data.normalize(ds, pre["mean"], pre["std"])
     val = d.get("val_fraction", 0.1)
     return _data.split(ds, (1.0 - val, val), seed=d.get("split_seed", 0))
 
@@ -168,8 +173,14 @@ def build(name: str, *, progress: bool | None = None) -> dict:
     model, metrics = train(name, device="cpu", progress=progress)
     recipe = info(name)
     weights = ZOO_DIR / f"{name}.safetensors"
+    extra = {}
+    if "preprocessing" in recipe:  # enough for tu.load_predictor to use the file as it is
+        extra = {"preprocessing": recipe["preprocessing"], "classes": source_data(name)[1].classes,
+                 "architecture": {"name": recipe["model"]["class"],
+                                  "kwargs": recipe["model"].get("kwargs", {})}}
     save_checkpoint(weights, model, name=name, recipe=json.dumps(
-        {k: recipe[k] for k in ("data", "model", "train")}, sort_keys=True))
+        {k: recipe[k] for k in ("data", "model", "train") + (("preprocessing",) if extra else ())},
+        sort_keys=True), **extra)
     recipe["sha256"] = sha256_file(weights)
     recipe["metrics"] = metrics
     recipe["built_with"] = {"torch": torch.__version__, "python": platform.python_version()}
