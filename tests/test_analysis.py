@@ -59,6 +59,62 @@ def test_cka_errors():
         tu.linear_cka(torch.ones(5, 2), torch.randn(5, 2))
 
 
+def _hsic1(K, L):
+    """Song et al. (2012)'s unbiased HSIC estimator written out on Gram matrices (reference)."""
+    n = K.shape[0]
+    K, L = K - torch.diag(torch.diag(K)), L - torch.diag(torch.diag(L))
+    one = torch.ones(n, dtype=K.dtype)
+    return ((K * L).sum() + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * (one @ K @ L @ one)) / (n * (n - 3))
+
+
+def test_debiased_cka_matches_the_unbiased_hsic_formula():
+    X, Y = _xy(3, n=25, d1=40, d2=7)
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    K, L = Xc @ Xc.T, Yc @ Yc.T
+    expected = (_hsic1(K, L) / torch.sqrt(_hsic1(K, K) * _hsic1(L, L))).item()
+    assert tu.linear_cka(X, Y, debiased=True) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert tu.linear_cka(Y, X, debiased=True) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    # the unbiased estimator does not depend on the features' means (uncentred Gram matrices)
+    K0, L0 = X @ X.T, Y @ Y.T
+    assert (_hsic1(K0, L0) / torch.sqrt(_hsic1(K0, K0) * _hsic1(L0, L0))).item() == \
+        pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=seeds, scale=st.floats(0.01, 100))
+def test_debiased_cka_bounds_identity_and_invariances(seed, scale):
+    X, Y = _xy(seed, n=12, d1=6, d2=30)
+    v = tu.linear_cka(X, Y, debiased=True)
+    assert -1.0 <= v <= 1.0
+    assert tu.linear_cka(Y, Y, debiased=True) == pytest.approx(1.0)
+    Q, _ = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(seed),
+                                       dtype=torch.float64))
+    assert tu.linear_cka(X @ Q * scale, Y, debiased=True) == pytest.approx(v, abs=1e-9)
+    assert tu.linear_cka(X + 5.0, Y, debiased=True) == pytest.approx(v, abs=1e-9)
+
+
+def test_debiased_cka_removes_the_bias_of_many_features_on_few_examples():
+    """Chapter 7: independent random features, d >> n: plug-in CKA is high, debiased about 0."""
+    vals = [(tu.linear_cka(*_xy(s, n=40, d1=512, d2=512)),
+             tu.linear_cka(*_xy(s, n=40, d1=512, d2=512), debiased=True)) for s in range(5)]
+    biased, unbiased = np.array(vals).T
+    assert biased.min() > 0.85 and np.abs(unbiased).max() < 0.05
+    # with many examples and few features both agree that there is nothing shared
+    X, Y = _xy(7, n=2000, d1=5, d2=5)
+    assert abs(tu.linear_cka(X, Y, debiased=True)) < 0.01
+    # a shared part survives debiasing (population value 64 / (sqrt(512) * 10) = 0.28)
+    X, Y = _xy(8, n=40, d1=512, d2=512)
+    assert 0.2 < tu.linear_cka(X, X[:, :64] + 0.5 * Y[:, :64], debiased=True) < 0.36
+
+
+def test_debiased_cka_errors():
+    with pytest.raises(ValueError, match="at least 4 examples"):
+        tu.linear_cka(torch.randn(3, 2), torch.randn(3, 2), debiased=True)
+    with pytest.raises(ValueError, match="constant"):
+        tu.linear_cka(torch.ones(6, 2), torch.randn(6, 2), debiased=True)
+
+
 def test_summarize():
     s = tu.summarize([0.8, 0.9, 1.0])
     assert s.mean == pytest.approx(0.9) and s.std == pytest.approx(0.1)

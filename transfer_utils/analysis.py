@@ -24,7 +24,7 @@ __all__ = ["linear_cka", "summarize", "Summary", "format_table", "results_table"
            "accuracy_ci", "paired_gain"]
 
 
-def linear_cka(X, Y) -> float:
+def linear_cka(X, Y, *, debiased: bool = False) -> float:
     r"""Linear centred kernel alignment (Kornblith et al. 2019) between two representations.
 
     With column-centred ``X`` ``[n, d1]`` and ``Y`` ``[n, d2]`` of the same ``n`` examples,
@@ -38,12 +38,34 @@ def linear_cka(X, Y) -> float:
     layers of different widths (chapter 7 uses it to see which layers fine-tuning
     changed).
 
+    This plug-in estimate is biased upward when the features are many compared
+    with the examples: two *independent* random representations with more
+    features than examples already score far above 0. With ``debiased=True``
+    each HSIC term is replaced by the unbiased estimator of Song et al. (2012),
+    as in Kornblith et al.'s code and Nguyen et al. (2021): with the linear
+    kernels ``K = X X^T`` and ``L = Y Y^T`` and their diagonals set to zero
+    (:math:`\tilde K`, :math:`\tilde L`),
+
+    .. math::
+
+        \mathrm{HSIC}_1(K, L) = \frac{1}{n(n-3)}\Big[\operatorname{tr}(\tilde K \tilde L)
+        + \frac{\mathbf 1^\top \tilde K \mathbf 1\,\mathbf 1^\top \tilde L \mathbf 1}{(n-1)(n-2)}
+        - \frac{2}{n-2}\,\mathbf 1^\top \tilde K \tilde L \mathbf 1\Big],
+
+    and CKA is :math:`\mathrm{HSIC}_1(K, L) / \sqrt{\mathrm{HSIC}_1(K, K)\,\mathrm{HSIC}_1(L, L)}`.
+    It is about 0 for independent representations, still 1 for identical ones and
+    invariant to the same transforms, and lies in ``[-1, 1]`` (it needs ``n >= 4``).
+
     Examples
     --------
     >>> import torch, transfer_utils as tu
     >>> X = torch.randn(50, 8)
     >>> round(tu.linear_cka(X, 3 * X), 6)
     1.0
+    >>> g = torch.Generator().manual_seed(0)
+    >>> A, B = torch.randn(40, 400, generator=g), torch.randn(40, 400, generator=g)
+    >>> round(tu.linear_cka(A, B), 2), abs(tu.linear_cka(A, B, debiased=True)) < 0.05
+    (0.91, True)
     """
     X = torch.as_tensor(X).detach().to("cpu", torch.float64)
     Y = torch.as_tensor(Y).detach().to("cpu", torch.float64)
@@ -58,15 +80,30 @@ def linear_cka(X, Y) -> float:
         )
     if X.shape[0] < 2:
         raise ValueError("linear_cka needs at least 2 examples")
+    if debiased and X.shape[0] < 4:
+        raise ValueError(f"linear_cka(debiased=True) needs at least 4 examples (the unbiased "
+                         f"HSIC estimator divides by n - 3), got {X.shape[0]}")
     if not (torch.isfinite(X).all() and torch.isfinite(Y).all()):
         raise ValueError("linear_cka: the inputs contain NaN or inf; CKA of non-finite features "
                          "is undefined (check the model or the data that produced them)")
     X = X - X.mean(0, keepdim=True)
     Y = Y - Y.mean(0, keepdim=True)
-    denom = torch.linalg.norm(X.T @ X) * torch.linalg.norm(Y.T @ Y)
-    if denom == 0:
+    xy = torch.linalg.norm(Y.T @ X) ** 2
+    xx, yy = torch.linalg.norm(X.T @ X) ** 2, torch.linalg.norm(Y.T @ Y) ** 2
+    if debiased:
+        # Song et al.'s HSIC_1 written in feature space (Kornblith et al.'s code); with
+        # centred columns the terms 1^T K~ 1 reduce to -||x_i||^2 sums.
+        n = X.shape[0]
+        rx, ry = (X * X).sum(1), (Y * Y).sum(1)  # squared row norms = diagonals of K, L
+
+        def unbiased(dot, ra, rb):
+            return dot - n / (n - 2) * (ra @ rb) + ra.sum() * rb.sum() / ((n - 1) * (n - 2))
+
+        xy, xx, yy = unbiased(xy, rx, ry), unbiased(xx, rx, rx), unbiased(yy, ry, ry)
+    if xx <= 0 or yy <= 0:
         raise ValueError("an input is constant across examples (zero variance): CKA is undefined")
-    return float((torch.linalg.norm(Y.T @ X) ** 2 / denom).clamp(0.0, 1.0))
+    value = xy / torch.sqrt(xx * yy)
+    return float(value.clamp(-1.0 if debiased else 0.0, 1.0))
 
 
 # Two-sided 97.5% quantiles of Student's t for small samples (df 1..30); normal beyond.

@@ -272,6 +272,7 @@ def cka_matrix(
     layers: Sequence[str],
     layers_b: Sequence[str] | None = None,
     *,
+    debiased: bool = False,
     device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """Linear CKA between every layer of ``model_a`` and every layer of ``model_b``.
@@ -281,6 +282,8 @@ def cka_matrix(
     Entry ``[i, j]`` compares ``layers[i]`` of ``model_a`` with ``layers_b[j]``
     (default: the same names) of ``model_b``. Chapter 7 plots it for a source
     and its fine-tuned copy: the diagonal shows how much each layer changed.
+    ``debiased=True`` uses the unbiased estimator of :func:`transfer_utils.linear_cka`,
+    for layers with more features than there are inputs.
 
     Examples
     --------
@@ -302,7 +305,7 @@ def cka_matrix(
     out = torch.empty(len(layers), len(layers_b), dtype=torch.float64)
     for i, x in enumerate(fa):
         for j, y in enumerate(fb):
-            out[i, j] = linear_cka(x, y)
+            out[i, j] = linear_cka(x, y, debiased=debiased)
     return out
 
 

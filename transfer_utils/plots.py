@@ -21,11 +21,13 @@ from .distributed import rank_batches
 from .features import project_2d
 from .finetune import KFoldEpochs
 from .guide import GUIDE_METHODS, recommend_method
+from .privacy import AttackMetrics
 from .training import History
 
 __all__ = ["plot_curves", "plot_history", "show_images", "plot_heatmap", "plot_bars",
            "plot_decision_guide", "plot_kfold", "plot_projection", "plot_layerwise",
-           "plot_transfer_diagram", "plot_rank_batches", "plot_tradeoff"]
+           "plot_transfer_diagram", "plot_rank_batches", "plot_tradeoff", "plot_roc",
+           "plot_privacy_utility"]
 
 _GUIDE_COLOURS = {"feature extraction": "#9ecae1", "fine-tune": "#a1d99b",
                   "partial fine-tune": "#fdd0a2", "scratch": "#d9d9d9"}
@@ -588,3 +590,102 @@ def plot_tradeoff(
     if title:
         ax.set_title(title)
     return _finish(fig, ax, own)
+
+
+def plot_roc(curves: Mapping[str, AttackMetrics | tuple], *, title: str | None = None,
+             min_fpr: float | None = None, ax=None):
+    """Membership-inference ROC curves on log-log axes, with the chance diagonal; returns the Figure.
+
+    ``curves`` maps a label to an :class:`transfer_utils.AttackMetrics` (from
+    :func:`transfer_utils.attack_metrics`) or to an ``(fpr, tpr)`` pair. Log axes
+    show what a linear plot hides: how many members an attack finds while it
+    almost never accuses a non-member (Carlini et al. 2022; chapter 7). The
+    axes start at ``min_fpr`` (default: the smallest non-zero false-positive
+    rate among the curves); the legend gives each curve's AUC when known.
+    """
+    import matplotlib.pyplot as plt
+
+    if not curves:
+        raise ValueError("plot_roc needs at least one curve, e.g. {'attack': tu.attack_metrics(...)}")
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(5.6, 4.2))
+    lows = []
+    for label, c in curves.items():
+        if isinstance(c, AttackMetrics):
+            (fpr, tpr), text = c.roc, f"{label} (AUC {c.auc:.2f})"
+        elif isinstance(c, (tuple, list)) and len(c) == 2:
+            (fpr, tpr), text = c, str(label)
+        else:
+            raise TypeError(f"curve {label!r} must be an AttackMetrics or an (fpr, tpr) pair, "
+                            f"got {type(c).__name__}")
+        fpr, tpr = _numpy(fpr).astype(float), _numpy(tpr).astype(float)
+        if fpr.shape != tpr.shape or fpr.ndim != 1:
+            raise ValueError(f"curve {label!r}: fpr and tpr must be 1-D of one length")
+        lows.append(fpr[fpr > 0].min() if (fpr > 0).any() else 1.0)
+        ax.step(fpr, tpr, where="post", label=text)
+    low = min_fpr if min_fpr is not None else max(1e-4, min(lows))
+    ax.plot([low, 1], [low, 1], "k--", lw=0.8, label="chance")
+    ax.set(xscale="log", yscale="log", xlim=(low, 1), ylim=(low, 1.05),
+           xlabel="false-positive rate", ylabel="true-positive rate")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_privacy_utility(curves: Mapping[str, Mapping[float, Summary | tuple]], *,
+                         ylabel: str = "test accuracy", reference: Mapping[str, float] | None = None,
+                         title: str | None = None, ax=None):
+    """A value (accuracy, attack success) against the privacy budget epsilon, one line per method.
+
+    ``curves`` is ``{method: {epsilon: value}}``, each value a Summary (its 95%
+    interval is drawn) or a ``(value, low, high)`` triple (e.g. a bootstrap
+    interval of an attack's TPR); ``math.inf`` (no privacy) is drawn at the right
+    end of the log epsilon axis. Error bars are cut to [0, 1]. ``reference`` adds
+    horizontal lines, e.g. ``{"public model only": 0.77}``. Chapter 7's
+    privacy-utility curve. Returns the Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if not curves or not all(curves.values()):
+        raise ValueError("plot_privacy_utility needs {method: {epsilon: value}} with values")
+    finite = sorted({e for c in curves.values() for e in c if math.isfinite(e)})
+    if not finite or any(e <= 0 for e in finite):
+        raise ValueError("epsilons must be positive, with at least one finite value")
+    inf_x = finite[-1] * 3 if len(finite) == 1 else finite[-1] * (finite[-1] / finite[-2]) ** 1.2
+
+    def x(e):
+        return inf_x if math.isinf(e) else e
+
+    def interval(v):
+        if isinstance(v, Summary):
+            return v.mean, v.mean - v.ci95, v.mean + v.ci95
+        if isinstance(v, (tuple, list)) and len(v) == 3:
+            return tuple(float(t) for t in v)
+        raise TypeError(f"values must be Summary objects (tu.summarize) or (value, low, high) "
+                        f"triples, got {type(v).__name__}")
+
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.0, 3.8))
+    for label, curve in curves.items():
+        es = sorted(curve, key=x)
+        m, lo, hi = np.array([interval(curve[e]) for e in es]).T
+        lo, hi = np.clip(lo, 0, 1), np.clip(hi, 0, 1)
+        ax.errorbar([x(e) for e in es], m, yerr=[m - lo, hi - m], marker="o", capsize=3,
+                    label=label)
+    for name, value in (reference or {}).items():
+        ax.axhline(value, ls="--", lw=1, color="grey")
+        ax.annotate(name, (finite[0], value), textcoords="offset points", xytext=(2, 3),
+                    fontsize=8, color="dimgrey")
+    ticks = finite + ([inf_x] if any(math.isinf(e) for c in curves.values() for e in c) else [])
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [f"{e:g}" for e in finite] + ["∞"] * (len(ticks) - len(finite)))
+    ax.minorticks_off()
+    ax.set(xlabel="privacy budget ε (smaller = more private)", ylabel=ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, frameon=False,
+              fontsize=8)
+    fig.tight_layout()
+    return fig

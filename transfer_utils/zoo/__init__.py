@@ -7,6 +7,11 @@ recipe, so every shipped number can be reproduced::
 
     python -m transfer_utils.zoo list
     python -m transfer_utils.zoo build NAME    # retrain, save, record hash and metrics
+
+Experiments too slow for a chapter's time budget ship their results the same way,
+under ``runs/``: ``runs/NAME.json`` (what it is, the command that rebuilds it, its
+SHA-256) and ``runs/NAME.safetensors`` (the measured tensors, with the full record
+in the file's header); :func:`load_run` checks the hash, :func:`save_run` writes them.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from ..checkpoint import load_checkpoint, save_checkpoint, sha256_file
 from ..runtime import get_device, seed_everything
 from ..training import evaluate, evaluate_lm, fit, fit_lm
 
-__all__ = ["available", "info", "load", "train", "build", "source_data", "ZOO_DIR"]
+__all__ = ["available", "info", "load", "train", "build", "source_data", "ZOO_DIR",
+           "runs", "run_info", "load_run", "save_run", "RUNS_DIR"]
 
 ZOO_DIR = Path(__file__).resolve().parent
+RUNS_DIR = ZOO_DIR / "runs"
 _MODEL_CLASSES = {"SmallCNN": _models.SmallCNN, "MLP": _models.MLP,
                   "TinyViT": _models.TinyViT, "CharTransformer": _models.CharTransformer}
 
@@ -208,3 +215,69 @@ def load(name: str, *, device: str | torch.device | None = None) -> nn.Module:
     model = _build_model(recipe)
     load_checkpoint(weights, model, sha256=recipe["sha256"], device=get_device(device))
     return model.eval()
+
+
+def runs() -> list[str]:
+    """Names of the shipped experiment results (``runs/NAME.json``), sorted.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> "private_digits" in tu.zoo.runs()
+    True
+    """
+    return sorted(p.stem for p in RUNS_DIR.glob("*.json"))
+
+
+def run_info(name: str) -> dict:
+    """What a shipped run is: description, the command that rebuilds it, sha256, summary."""
+    if not isinstance(name, str) or name not in runs():
+        raise ValueError(f"unknown zoo run {name!r}; available: {', '.join(runs()) or 'none'}")
+    return json.loads((RUNS_DIR / f"{name}.json").read_text())
+
+
+def load_run(name: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The record and tensors of a shipped experiment, after checking the file's SHA-256.
+
+    Chapter 7 loads ``"private_digits"``: the differentially private training
+    runs and membership scores that take too long to recompute in the chapter
+    (the recipe is in the record, the command in :func:`run_info`).
+
+    Returns
+    -------
+    (dict, dict)
+        The record (settings, results, timings) and ``{name: tensor}``.
+
+    Examples
+    --------
+    >>> import transfer_utils as tu
+    >>> record, tensors = tu.zoo.load_run("private_digits")
+    >>> "recipe" in record and "mask" in tensors
+    True
+    """
+    meta = run_info(name)
+    path = RUNS_DIR / f"{name}.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"zoo run {name!r} has a description but no results file; "
+                                f"rebuild it with `{meta.get('command', '?')}`")
+    ckpt = load_checkpoint(path, sha256=meta["sha256"])
+    return ckpt.meta["record"], dict(ckpt.state_dict)
+
+
+def save_run(name: str, record: dict, tensors: dict[str, torch.Tensor], *,
+             description: str, command: str) -> dict:
+    """Write a run's results to ``runs/NAME.safetensors`` and its description to ``runs/NAME.json``.
+
+    The record (JSON-serialisable) goes into the file's header beside the tensors;
+    the description file gets the file's SHA-256, which :func:`load_run` verifies.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"a run name is a plain identifier such as 'private_digits', got "
+                         f"{name!r}")
+    path = RUNS_DIR / f"{name}.safetensors"
+    save_checkpoint(path, tensors, record=record)
+    meta = {"name": name, "description": description, "command": command,
+            "sha256": sha256_file(path),
+            "built_with": {"torch": torch.__version__, "python": platform.python_version()}}
+    (RUNS_DIR / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
