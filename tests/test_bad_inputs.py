@@ -170,7 +170,7 @@ PROBES = {
     "save nan meta": (lambda: tu.save_checkpoint("/tmp/x.safetensors", NET, acc=NAN), TypeError,
                       "JSON-serialisable"),
     "save list": (lambda: tu.save_checkpoint("/tmp/x.safetensors", [1, 2]), TypeError,
-                  "nn.Module or a state dict"),
+                  "nn.Module or its state_dict"),
     "save path int": (lambda: tu.save_checkpoint(3, NET), TypeError, "file path"),
     "load missing": (lambda: tu.load_checkpoint("/tmp/does-not-exist.safetensors"),
                      FileNotFoundError, "no checkpoint"),

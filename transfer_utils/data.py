@@ -573,6 +573,19 @@ def _as_labels(y: torch.Tensor, dataset) -> torch.Tensor:
     return y
 
 
+def _require_map_style(dataset) -> None:
+    if isinstance(dataset, (torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(
+            f"expected a dataset of (x, y) items, got a {type(dataset).__name__}; wrap tensors "
+            "with tu.ArrayDataset(x, y) or torch.utils.data.TensorDataset(x, y)"
+        )
+    if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+        raise TypeError(
+            f"expected a map-style dataset (with __len__ and __getitem__) of (x, y) items, got "
+            f"{type(dataset).__name__}"
+        )
+
+
 def dataset_labels(dataset) -> torch.Tensor:
     """The integer labels ``[N]`` of any map-style dataset of ``(x, y)`` items, on the CPU.
 
@@ -597,16 +610,7 @@ def dataset_labels(dataset) -> torch.Tensor:
     except (KeyError, TypeError):
         pass
     D = torch.utils.data
-    if isinstance(dataset, (torch.Tensor, np.ndarray, list, tuple)):
-        raise TypeError(
-            f"expected a dataset of (x, y) items, got a {type(dataset).__name__}; wrap tensors "
-            "with tu.ArrayDataset(x, y) or torch.utils.data.TensorDataset(x, y)"
-        )
-    if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
-        raise TypeError(
-            f"expected a map-style dataset (with __len__ and __getitem__) of (x, y) items, got "
-            f"{type(dataset).__name__}"
-        )
+    _require_map_style(dataset)
     own = getattr(dataset, "y", None)
     if isinstance(dataset, LabelledSubset):
         y = dataset.targets
@@ -1186,7 +1190,7 @@ def make_loader(
                           augment=augment)
     if isinstance(dataset, torch.utils.data.DataLoader):
         raise TypeError("make_loader got a DataLoader already; pass it to tu.fit as it is")
-    dataset_labels(dataset)  # a clear error now for anything that is not a dataset of (x, y)
+    _require_map_style(dataset)  # a clear error now for anything that is not a dataset of (x, y)
     batch_size = V.positive_int(batch_size, "batch_size", "make_loader")
     seed = V.seed_value(seed, "make_loader")
     if len(dataset):
