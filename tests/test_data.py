@@ -267,7 +267,7 @@ def test_load_dataset_unknown_name_lists_choices():
     with pytest.raises(ValueError) as err:
         tu.load_dataset("cifar")
     assert (
-        str(err.value) == "unknown dataset 'cifar'; choose one of: mnist, digits, mnist1d, glyphs"
+        str(err.value) == "unknown dataset 'cifar'; choose one of: mnist, digits, mnist1d, glyphs, shapes"
     )
 
 
