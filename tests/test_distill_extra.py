@@ -376,8 +376,13 @@ def test_temperature_widget_builds_without_a_display_and_reacts():
 
 
 # --------------------------------------------------------------------------- the chapter's claims
-# Re-runs of chapter 5's headline experiments with the notebook's settings (each student
-# is ~350 optimizer steps of a 13k-parameter MLP on cached teacher logits: under a second).
+# Re-runs of chapter 5's headline experiments with the notebook's settings (30 epochs of
+# batches of 512, Adam, the learning rates validation chose in section 5.3: 3e-2 for hard
+# labels, 1e-2 for distillation; seeds 0-2). Each student is 210 optimizer steps of a
+# 13k-parameter MLP on cached teacher logits, about a second. The directions asserted are
+# the ones the chapter states, with its paired 95% intervals.
+
+EPOCHS, LR_HARD, LR_KD, SEEDS = 30, 3e-2, 1e-2, (0, 1, 2)
 
 
 @pytest.fixture(scope="module")
@@ -389,14 +394,16 @@ def mnist14():
     norm = {name: tu.normalize(d, **stats) for name, d in
             (("train", train), ("val", val), ("test", test))}
     soft = tu.soft_targets(teacher, train, student_inputs=norm["train"].x, device="cpu")
-    return {"teacher": teacher, "train": train, "test": test, "norm": norm, "soft": soft}
+    pool = tu.soft_targets(teacher, train.x, student_inputs=soft.x, device="cpu")
+    return {"teacher": teacher, "train": train, "test": test, "norm": norm, "soft": soft,
+            "pool": pool}
 
 
-def _student(soft, seed, temperature, alpha, epochs=50):
+def _student(soft, seed, temperature, alpha, lr, epochs=EPOCHS):
     tu.seed_everything(seed)
     student = tu.MLP(196, (64,), 10)
     tu.distill_cached(student, soft, epochs=epochs, temperature=temperature, alpha=alpha,
-                      batch_size=512, lr=1e-2, seed=seed, device="cpu", progress=False)
+                      batch_size=512, lr=lr, seed=seed, device="cpu", progress=False)
     return student
 
 
@@ -404,44 +411,86 @@ def _acc(model, ds):
     return tu.evaluate(model, tu.make_loader(ds, 1000), device="cpu")["accuracy"]
 
 
-def test_teacher_is_better_than_students_and_distillation_beats_hard_labels(mnist14):
+def _paired(a, b):
+    return tu.summarize([x - y for x, y in zip(a, b, strict=True)])
+
+
+@pytest.mark.slow
+def test_headline_distillation_gains_at_a_shared_rate_not_against_a_tuned_baseline(mnist14):
+    """Section 5.3: at lr 1e-2 the distilled student beats hard labels on validation (paired
+    interval above zero); with each student at its chosen rate, no detectable difference on
+    the test set; the teacher beats every student."""
     norm, soft = mnist14["norm"], mnist14["soft"]
-    t_acc = _acc(mnist14["teacher"], mnist14["test"])
-    assert t_acc > 0.95
-    hard = [_acc(_student(soft, s, 1.0, 0.0), norm["test"]) for s in (0, 1, 2)]
-    kd = [_acc(_student(soft, s, 4.0, 0.9), norm["test"]) for s in (0, 1, 2)]
-    assert sum(kd) / 3 > sum(hard) / 3 + 0.005, (hard, kd)
-    assert max(kd) < t_acc
+    kd = [_student(soft, s, 4.0, 0.9, LR_KD) for s in SEEDS]
+    hard_same = [_student(soft, s, 1.0, 0.0, LR_KD) for s in SEEDS]
+    hard_tuned = [_student(soft, s, 1.0, 0.0, LR_HARD) for s in SEEDS]
+    same = _paired([_acc(m, norm["val"]) for m in kd],
+                   [_acc(m, norm["val"]) for m in hard_same])
+    assert same.mean - same.ci95 > 0, same
+    kd_test = [_acc(m, norm["test"]) for m in kd]
+    tuned = _paired(kd_test, [_acc(m, norm["test"]) for m in hard_tuned])
+    assert tuned.mean - tuned.ci95 < 0 < tuned.mean + tuned.ci95, tuned
+    assert max(kd_test) < _acc(mnist14["teacher"], mnist14["test"])
 
 
-def test_left_out_class_is_recognised_from_soft_targets_alone(mnist14):
+def test_headline_left_out_class_is_recognised_from_soft_targets_alone(mnist14):
+    """Section 5.5: after a bias fix chosen on validation, the distilled student finds about
+    half the test 3s it never saw, the hard-label student few."""
     norm, soft = mnist14["norm"], mnist14["soft"]
     no3 = soft.subset(soft.y != 3)
     val, test = norm["val"], norm["test"]
     biases = torch.arange(0, 20.01, 0.25)
     found = {}
-    for name, alpha in (("hard", 0.0), ("kd", 0.9)):
-        student = _student(no3, 0, 4.0, alpha)
+    for name, (T, alpha, lr) in {"hard": (1.0, 0.0, LR_HARD), "kd": (4.0, 0.9, LR_KD)}.items():
+        student = _student(no3, 0, T, alpha, lr)
         with torch.no_grad():
             b = biases[tu.class_bias_accuracy(student(val.x), val.y, 3, biases).argmax()]
+            before = (student(test.x).argmax(1)[test.y == 3] == 3).float().mean().item()
             student.head.bias[3] += b
             pred = student(test.x).argmax(1)
+        assert before < 0.05, (name, before)
         found[name] = (pred[test.y == 3] == 3).float().mean().item()
-    assert found["kd"] > 0.5 > 0.1 > found["hard"], found
+    assert found["kd"] > 0.4 and found["hard"] < 0.15, found
 
 
-def test_unlabelled_soft_targets_beat_pseudo_labels_and_few_labels(mnist14):
-    norm, soft = mnist14["norm"], mnist14["soft"]
-    pool = tu.soft_targets(mnist14["teacher"], mnist14["train"].x, student_inputs=soft.x,
-                           device="cpu")
+def test_headline_unlabelled_pool_beats_few_labels_soft_ties_argmax(mnist14):
+    """Section 5.6: the teacher labelling 3,500 unlabelled images beats 350 labelled ones by
+    a wide margin, with soft targets or its argmax; soft vs argmax: no detectable
+    difference (within 0.02 here)."""
+    norm, soft, pool = mnist14["norm"], mnist14["soft"], mnist14["pool"]
     assert not pool.labelled
     labelled = tu.few_shot(soft, 35, seed=0)
     acc = {
-        "soft": _acc(_student(pool, 0, 4.0, 1.0), norm["test"]),
-        "pseudo": _acc(_student(pool, 0, 1.0, 0.0), norm["test"]),
-        "few": _acc(_student(labelled, 0, 1.0, 0.0, epochs=350), norm["test"]),
+        "soft": _acc(_student(pool, 0, 4.0, 1.0, LR_KD), norm["test"]),
+        "argmax": _acc(_student(pool, 0, 1.0, 0.0, LR_HARD), norm["test"]),
+        "few": _acc(_student(labelled, 0, 1.0, 0.0, LR_HARD, epochs=210), norm["test"]),
     }
-    assert acc["soft"] > acc["pseudo"] > acc["few"], acc
+    assert min(acc["soft"], acc["argmax"]) > acc["few"] + 0.03, acc
+    assert abs(acc["soft"] - acc["argmax"]) < 0.02, acc
+
+
+def _permute_non_top(logits, seed):
+    """The notebook's control: keep each row's largest logit, shuffle the other K - 1."""
+    g = torch.Generator().manual_seed(seed)
+    out = logits.clone()
+    for i, top in enumerate(logits.argmax(1).tolist()):
+        rest = [c for c in range(logits.shape[1]) if c != top]
+        order = torch.randperm(len(rest), generator=g)
+        out[i, rest] = logits[i, [rest[j] for j in order]]
+    return out
+
+
+@pytest.mark.slow
+def test_headline_true_similarities_beat_scrambled_ones_by_a_little(mnist14):
+    """Section 5.6's control: the teacher's soft targets beat equally soft targets with
+    scrambled similarities (paired interval above zero), by less than 0.01."""
+    norm, pool = mnist14["norm"], mnist14["pool"]
+    scrambled = tu.SoftTargets(pool.x, pool.y, _permute_non_top(pool.logits, 0),
+                               classes=pool.classes, labelled=False)
+    real = [_acc(_student(pool, s, 4.0, 1.0, LR_KD), norm["test"]) for s in SEEDS]
+    fake = [_acc(_student(scrambled, s, 4.0, 1.0, LR_KD), norm["test"]) for s in SEEDS]
+    gap = _paired(real, fake)
+    assert gap.mean - gap.ci95 > 0 and gap.mean < 0.01, (real, fake)
 
 
 def test_check_kd_loss_flags_an_unknown_mistake_without_naming_one():
