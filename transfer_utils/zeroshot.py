@@ -75,8 +75,11 @@ class AttributeZeroShot:
     ``s_c = 2 A[c] - 1`` (in {-1, +1}) of the *seen* classes; a new input is given
     the candidate class whose signature is closest in cosine similarity to the
     predicted attributes. Candidates can be classes with no training example at
-    all: only their row of ``A`` is needed. This is the linear-embedding approach of
-    ESZSL (Romera-Paredes and Torr, 2015) in its simplest form; chapter 2 explains it.
+    all: only their row of ``A`` is needed. The ridge map is one linear predictor per
+    attribute, trained on the seen classes: the first stage of direct attribute
+    prediction (DAP, Lampert et al., 2009), with cosine similarity as a simple stand-in
+    for DAP's probabilistic second stage. (It is not ESZSL, which learns a bilinear
+    class score.) Chapter 2 explains it.
 
     Parameters
     ----------
