@@ -385,36 +385,56 @@ def test_check_param_groups_rejects_with_a_hint(make, hint):
 # ---------------------------------------------------------------- chapter 3, reduced
 
 
-def test_headline_transfer_beats_scratch_most_when_labels_are_few(pair):
-    """Chapter 3's method comparison, reduced: every transfer method beats scratch at k=1,
-    and the best one's gain over scratch is larger at k=1 than at k=20."""
-    src, pool, _, test = pair
-    grid = tu.TransferGrid(src, pool, seeds=(0, 1), steps=60, device="cpu")
-    acc = {(m, k): grid.accuracy(m, k, test, **kw).mean
-           for m, kw in {"scratch": {}, "finetune": {"body_lr": 1e-4, "head_lr": 1e-3},
-                         "frozen": {}, "lp-ft": {"body_lr": 1e-4, "head_lr": 1e-3}}.items()
-           for k in (1, 20)}
+CHOSEN = {"scratch": {"lr": 1e-2}, "finetune": {"body_lr": 1e-3, "head_lr": 1e-3},
+          "frozen": {"C": 1.0}}  # what chapter 3 chooses on its validation split
+
+
+@pytest.fixture(scope="module")
+def ch3_grid(pair):
+    src, pool, _, _ = pair
+    return tu.TransferGrid(src, pool, seeds=(0, 1), steps=60, device="cpu")
+
+
+def test_headline_transfer_beats_scratch_most_when_labels_are_few(pair, ch3_grid):
+    """Chapter 3's method comparison, reduced: with each method's chosen setting every
+    transfer method beats scratch at k=1, and fine-tuning's gain over scratch is larger
+    at k=1 than at k=20."""
+    _, _, _, test = pair
+    kw = {**CHOSEN, "lp-ft": {**CHOSEN["finetune"], **CHOSEN["frozen"]}}
+    acc = {(m, k): ch3_grid.accuracy(m, k, test, **kw[m]).mean
+           for m in ("scratch", "finetune", "frozen", "lp-ft") for k in (1, 20)}
     for m in ("finetune", "frozen", "lp-ft"):
-        assert acc[(m, 1)] > acc[("scratch", 1)] + 0.03, m
-    gain = {k: max(acc[(m, k)] for m in ("finetune", "frozen", "lp-ft")) - acc[("scratch", k)]
-            for k in (1, 20)}
+        assert acc[(m, 1)] > acc[("scratch", 1)] + 0.05, m
+    gain = {k: acc[("finetune", k)] - acc[("scratch", k)] for k in (1, 20)}
     assert gain[1] > gain[20]
 
 
-def test_headline_too_high_body_rate_loses_the_transfer(pair):
-    """Chapter 3's learning-rate sweep, reduced: body lr 3e-2 moves the body far and keeps
-    almost none of the gain over scratch that body lr 1e-3 has."""
-    src, pool, val, _ = pair
-    grid = tu.TransferGrid(src, pool, seeds=(0, 1), steps=60, device="cpu")
-    scratch = grid.accuracy("scratch", 5, val).mean
-    good = grid.accuracy("finetune", 5, val, body_lr=1e-3, head_lr=1e-3).mean
-    high = grid.accuracy("finetune", 5, val, body_lr=3e-2, head_lr=1e-3).mean
-    assert good - scratch > 0.02
-    assert high - scratch < 0.25 * (good - scratch)
-    moved = [grid.score(lambda m: tu.relative_change(src, m), "finetune", 5, body_lr=lr,
-                        head_lr=1e-3).mean
-             for lr in (1e-3, 3e-2)]
-    assert moved[1] > 3 * moved[0]
+def test_headline_converged_frozen_head_ties_finetuning_then_falls_behind(pair, ch3_grid):
+    """Chapter 3: a frozen body with a head fitted to convergence is within noise of
+    fine-tuning at k=5, and behind it at k=20 (where it is no better than scratch)."""
+    _, _, _, test = pair
+    acc = {(m, k): ch3_grid.accuracy(m, k, test, **CHOSEN[m]).values
+           for m in ("scratch", "finetune", "frozen") for k in (5, 20)}
+    gap5 = np.subtract(acc[("frozen", 5)], acc[("finetune", 5)])
+    gap20 = np.subtract(acc[("frozen", 20)], acc[("finetune", 20)])
+    assert abs(gap5.mean()) < 0.03
+    assert (gap20 < 0).all()
+    assert abs(np.mean(acc[("frozen", 20)]) - np.mean(acc[("scratch", 20)])) < 0.03
+
+
+def test_headline_too_high_body_rate_loses_the_transfer(pair, ch3_grid):
+    """Chapter 3's rate grid, reduced: body lr 1e-2 moves the body more than five times
+    as far as 1e-3 and loses validation accuracy; a head ten times slower than the body
+    changes little."""
+    src, _, val, _ = pair
+    acc = {(b, h): ch3_grid.accuracy("finetune", 5, val, body_lr=b, head_lr=h).mean
+           for b, h in ((1e-3, 1e-3), (1e-2, 1e-3), (1e-3, 1e-4))}
+    assert acc[(1e-2, 1e-3)] < acc[(1e-3, 1e-3)] - 0.01
+    assert abs(acc[(1e-3, 1e-4)] - acc[(1e-3, 1e-3)]) < 0.02
+    moved = [ch3_grid.score(lambda m: tu.relative_change(src, m), "finetune", 5, body_lr=lr,
+                            head_lr=1e-3).mean
+             for lr in (1e-3, 1e-2)]
+    assert moved[1] > 5 * moved[0]
 
 
 def test_headline_batchnorm_drift_in_a_frozen_body(pair):
@@ -441,22 +461,46 @@ def test_headline_batchnorm_drift_in_a_frozen_body(pair):
     assert out[False][0] > 0.05 and out[False][1] < source_acc - 0.05
 
 
-def test_headline_l2sp_and_low_body_rate_forget_less(pair):
-    """Chapter 3's forgetting experiment, reduced: L2-SP keeps the body closer to the source
-    and keeps more source accuracy than plain fine-tuning at equal rates."""
+def _with_source_statistics(src, net):
+    out = copy.deepcopy(net)
+    out.load_state_dict({n: t for n, t in src.state_dict().items() if "running_" in n},
+                        strict=False)
+    return out
+
+
+def test_headline_l2sp_and_low_body_rate_keep_the_body_closer(pair, ch3_grid):
+    """Chapter 3's forgetting experiment, reduced: L2-SP and a low body rate move the body
+    less than equal rates (60 steps, k=5)."""
     src, pool, _, _ = pair
-    _, source_val = tu.zoo.source_data("mnist8_cnn")
-    res = {}
+    moved = {}
     for alpha in (0.0, 0.1):
-        moved, kept = [], []
+        per_seed = []
         for seed in (0, 1):
             tu.seed_everything(seed)
             net = _copy_with_head(src)
             loader = tu.make_loader(tu.few_shot(pool, 5, seed=seed), 32, shuffle=True, seed=seed)
             pen = tu.l2sp_penalty(src, net, alpha) if alpha else None
-            tu.fit(net, loader, epochs=40, lr=1e-3, penalty=pen, progress=False, device="cpu")
-            moved.append(tu.relative_change(src, net))
-            kept.append(tu.source_task_accuracy(src, net, source_val))
-        res[alpha] = np.mean(moved), np.mean(kept)
-    assert res[0.1][0] < res[0.0][0]
-    assert res[0.1][1] > res[0.0][1]
+            tu.fit(net, loader, steps=60, lr=1e-3, penalty=pen, progress=False, device="cpu")
+            per_seed.append(tu.relative_change(src, net))
+        moved[alpha] = np.mean(per_seed)
+    low = ch3_grid.score(lambda m: tu.relative_change(src, m), "finetune", 5, body_lr=1e-4,
+                         head_lr=1e-3).mean
+    assert moved[0.1] < moved[0.0]
+    assert low < moved[0.0]
+
+
+def test_headline_source_statistics_help_only_a_body_that_barely_moved(pair, ch3_grid):
+    """Chapter 3's ablation: putting the source's BatchNorm statistics back into a body
+    fine-tuned at body lr 1e-4 raises its source accuracy; at equal rates (1e-3) it does
+    not (the weights have adapted to the target's statistics)."""
+    src, _, _, _ = pair
+    _, source_val = tu.zoo.source_data("mnist8_cnn")
+
+    def gain(body_lr):
+        nets = ch3_grid.models("finetune", 5, body_lr=body_lr, head_lr=1e-3)
+        return np.mean([tu.source_task_accuracy(src, _with_source_statistics(src, n), source_val)
+                        - tu.source_task_accuracy(src, n, source_val) for n in nets])
+
+    low, equal = gain(1e-4), gain(1e-3)
+    assert low > 0.03
+    assert equal < low
