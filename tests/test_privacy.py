@@ -235,21 +235,13 @@ def test_fit_private_non_private_reference(private_data):
     assert r["epsilon"] == math.inf and r["noise_multiplier"] == 0.0 and r["steps"] == 3
 
 
-class _Scale(nn.Module):
-    """A layer Opacus has no per-example gradient for (a bare parameter)."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = nn.Parameter(torch.ones(1))
-
-    def forward(self, x):
-        return x * self.w
-
-
 def test_make_private_model_explains_what_cannot_be_made_private():
-    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), _Scale())
+    # a trainable layer with running buffers (Opacus 1.5+ handles custom layers itself)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3),
+                        nn.InstanceNorm2d(4, affine=True, track_running_stats=True),
+                        nn.Flatten(), nn.Linear(144, 10))
     with pytest.raises(tu.NotPrivatizableError, match="Opacus cannot train this model "
-                       "privately: .*_Scale.*Replace or freeze those layers"):
+                       "privately: .*InstanceNorm2d.*Replace or freeze those layers"):
         tu.make_private_model(net)
     moving = tu.SmallCNN()
     for p in moving.body.block1.bn.parameters():
@@ -272,7 +264,7 @@ def test_fit_private_argument_errors(private_data):
         tu.fit_private(net, train, epsilon=0, delta=1e-5, steps=1)
     with pytest.raises(ValueError, match=r"delta must be in \(0, 1\)"):
         tu.fit_private(net, train, epsilon=1.0, delta=0.0, steps=1)
-    with pytest.raises(ValueError, match="exactly one of"):
+    with pytest.raises(TypeError, match="exactly one of"):
         tu.fit_private(net, train, epsilon=1.0, delta=1e-5, steps=1, epochs=1)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         tu.fit_private(net, train, epsilon=1.0, delta=1e-5, steps=1, optimizer="lbfgs")
@@ -281,22 +273,25 @@ def test_fit_private_argument_errors(private_data):
 
 
 def test_headline_dp_lowers_the_attacks_tpr_at_low_fpr():
-    """Chapter 7, reduced: a model fit hard to 50 private digits gives its members away
-    at a 1% false-positive rate; the same training with DP-SGD at epsilon 1 does not."""
-    pool, test = tu.split(tu.load_digits(), (0.5, 0.5), seed=0)
-    net = tu.zoo.load("mnist8_cnn", device="cpu")
-    tu.freeze(net, *[n for n, m in net.named_modules() if isinstance(m, nn.BatchNorm2d)])
+    """Chapter 7, reduced: a network that memorises its training set gives its members
+    away at a 1% false-positive rate; the same training with DP-SGD at epsilon 1 does
+    not. Memorisation is forced with random labels (members and non-members both get
+    random labels, so only memorising the members' labels separates them); the few-shot
+    models of chapter 7 do not show it at 1% FPR (see the test below)."""
+    digits = tu.load_digits()
+    g = torch.Generator().manual_seed(0)
+    pick = torch.randperm(len(digits), generator=g)[:564]
+    noisy = tu.ArrayDataset(digits.x[pick], torch.randint(0, 10, (564,), generator=g),
+                            classes=digits.classes)
+    members, nonmembers = noisy.subset(torch.arange(64)), noisy.subset(torch.arange(64, 564))
     tpr = {}
     for eps in (math.inf, 1.0):
-        sm, sn = [], []
-        for seed in (0, 1):
-            members = tu.few_shot(pool, 5, seed=seed)
-            r = tu.fit_private(net, members, epsilon=eps, delta=1e-5, epochs=60, batch_size=25,
-                               lr=1e-3, seed=seed, device="cpu", progress=False)
-            sm.append(tu.membership_scores(r["model"], members))
-            sn.append(tu.membership_scores(r["model"], test))
-        tpr[eps] = tu.tpr_at_fpr(torch.cat(sm), torch.cat(sn), 0.01)
-    assert tpr[math.inf] > 0.2 and tpr[1.0] < 0.5 * tpr[math.inf]
+        r = tu.fit_private(tu.SmallCNN(10), members, epsilon=eps, delta=1e-5, epochs=60,
+                           batch_size=32, lr=3e-3, seed=0, device="cpu", progress=False)
+        tpr[eps] = tu.tpr_at_fpr(tu.membership_scores(r["model"], members, device="cpu"),
+                                 tu.membership_scores(r["model"], nonmembers, device="cpu"),
+                                 0.01)
+    assert tpr[math.inf] > 0.5 and tpr[1.0] < 0.2, tpr
 
 
 # --------------------------------------------------------------------------- the shipped run
