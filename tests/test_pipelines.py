@@ -463,6 +463,16 @@ def test_ch6_ch8_transfer_beats_scratch_with_few_labels(digits_runs):
     assert gain.mean > 0.02, f"k=5: fine-tuning should beat scratch, gain {gain}"
 
 
+def test_ch6_fine_tuning_beats_the_untouched_digit_model_at_five_labels(digits_transfer,
+                                                                        digits_runs):
+    # chapter 6, section 6.3: the UCI digits share MNIST's classes, so the untouched source
+    # is a baseline; with five labels per class fine-tuning beats it by far
+    source, _, test = digits_transfer
+    zero_shot = tu.evaluate(source, tu.make_loader(test, 512), device="cpu")["accuracy"]
+    assert 0.5 < zero_shot < 0.85
+    assert all(digits_runs("finetune", 5, s)["accuracy"] > zero_shot + 0.1 for s in (0, 1))
+
+
 def test_ch8_frozen_wins_at_one_label_finetune_at_twenty(digits_transfer, digits_runs):
     _, train, _ = digits_transfer
 
