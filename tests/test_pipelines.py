@@ -586,7 +586,8 @@ def test_ch6_normalisation_folds_into_the_summed_first_layer():
     assert (averaged - exact)[inside].abs().max() > 1e-2
 
 
-def test_ch6_kl_div_versions_differ():
+def test_ch5_kl_div_versions_differ():
+    # chapter 5 shows the swapped and log-less F.kl_div (chapter 6 now points there)
     g = torch.Generator().manual_seed(0)
     s, t = torch.randn(8, 10, generator=g), 5 * torch.randn(8, 10, generator=g)
     log_ps, log_pt = F.log_softmax(s / 2, 1), F.log_softmax(t / 2, 1)
