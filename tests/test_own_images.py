@@ -269,3 +269,66 @@ def test_resnet18_for_reload_keeps_a_fine_tuned_head_of_the_same_size(tmp_path):
     other = tu.resnet18_for(4, in_channels=3, weights=path)  # another task: a new head
     assert other.fc.out_features == 4
     assert torch.equal(other.layer4[1].conv2.weight, tuned.layer4[1].conv2.weight)
+
+
+# --------------------------------------------------------------------------- the RGB zoo model
+
+
+def test_shapes24_cnn_loads_with_its_hash_and_is_a_predictor_as_shipped():
+    # chapter 6, section 6.4: the RGB source model, its recipe and its preprocessing
+    info = tu.zoo.info("shapes24_cnn")
+    path = tu.zoo.ZOO_DIR / "shapes24_cnn.safetensors"
+    assert tu.sha256_file(path) == info["sha256"]
+    net = tu.zoo.load("shapes24_cnn", device="cpu")  # verifies the hash before loading
+    assert info["preprocessing"] == {"size": 24, "mean": [0.5] * 3, "std": [0.26] * 3}
+    assert info["data"]["dataset"] == "shapes" and info["model"]["kwargs"]["in_channels"] == 3
+    _, val = tu.zoo.source_data("shapes24_cnn")
+    assert val.classes == list(tu.SOURCE_SHAPES)
+    assert not set(tu.SOURCE_SHAPES) & set(tu.FOLDER_SHAPES), "the folder's shapes are new"
+    acc = tu.evaluate(net, tu.make_loader(val, 512), device="cpu")["accuracy"]
+    assert acc == pytest.approx(info["metrics"]["val_accuracy"], abs=0.01)
+    assert acc > 0.3  # chance is 0.1
+    predictor = tu.load_predictor(path, device="cpu")  # the file carries its preprocessing
+    assert predictor.classes == list(tu.SOURCE_SHAPES)
+    x = val.x[:8]
+    with torch.no_grad():
+        assert torch.equal(predictor.model(x).argmax(1), net(x).argmax(1))
+
+
+def test_shapes24_cnn_refuses_tampered_weights(tmp_path, monkeypatch):
+    import shutil
+
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(tu.zoo.ZOO_DIR / f"shapes24_cnn{suffix}", tmp_path / f"shapes24_cnn{suffix}")
+    with open(tmp_path / "shapes24_cnn.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\x00\x01\x02\x03")
+    monkeypatch.setattr(tu.zoo, "ZOO_DIR", tmp_path)
+    with pytest.raises(ValueError, match="(?i)sha-?256"):
+        tu.zoo.load("shapes24_cnn")
+
+
+def test_ch6_the_shapes_model_beats_scratch_on_the_example_folder(tmp_path):
+    # chapter 6, section 6.4: a small version of the measurement (decoded once, no
+    # augmentation, one rate, two seeds): starting from shapes24_cnn beats random weights
+    from torchvision import datasets, transforms
+
+    pre = tu.zoo.info("shapes24_cnn")["preprocessing"]
+    tf = transforms.Compose([transforms.Resize((pre["size"], pre["size"])),
+                             transforms.ToTensor(), transforms.Normalize(pre["mean"], pre["std"])])
+
+    def tensors(folder):
+        ds = datasets.ImageFolder(folder, transform=tf)
+        x = torch.stack([ds[i][0] for i in range(len(ds))])
+        return tu.ArrayDataset(x, torch.tensor(ds.targets), ds.classes, "folder")
+
+    train = tensors(tu.make_image_folder(tmp_path / "photos", per_class=30, seed=0))
+    test = tensors(tu.make_image_folder(tmp_path / "new", per_class=20, seed=1))
+    source = tu.zoo.load("shapes24_cnn", device="cpu")
+
+    def acc(method, seed):
+        return tu.transfer_run(method, source, train, test, seed=seed, steps=40, lr=3e-3,
+                               device="cpu")["accuracy"]
+
+    gains = [acc("finetune", s) - acc("scratch", s) for s in (0, 1)]
+    assert min(gains) > 0.05, gains

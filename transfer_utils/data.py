@@ -1647,7 +1647,7 @@ def load_shapes(
     dotted or a gradient), up to three small clutter discs, then the shape at a
     random position, size (45-85 % of half the side), rotation and stretch, filled
     with its own colours and texture, plus pixel noise. The label is the shape.
-    The zoo's RGB source model ``shapes32_cnn`` is trained on these (chapter 6);
+    The zoo's RGB source model ``shapes24_cnn`` is trained on these, at 24x24 (chapter 6);
     :func:`make_image_folder` writes other shapes to disk as an image folder.
 
     Parameters
