@@ -26,12 +26,19 @@ def mnist8():
 
 
 def test_ch1_finetuning_beats_scratch_with_one_label_and_the_gain_shrinks(digits_halves, mnist8):
+    # section 1.3 with its settings (STEPS=100, the rates validation chose) on two of its
+    # three seeds: fine-tuning beats scratch at k=1 and k=5, the mean gain falls as labels
+    # grow, and with all the labels (87 per class) a small gain remains
     train, test = digits_halves
-    curves = tu.transfer_curve(["scratch", "finetune"], mnist8, train, test, ks=[1, 87],
-                               seeds=(0, 1), steps=120, device="cpu")
+    chosen = {"scratch": {"lr": 1e-2}, "finetune": {"body_lr": 1e-3, "head_lr": 1e-3}}
+    curves = tu.transfer_curve(["scratch", "finetune"], mnist8, train, test, ks=[1, 5, 87],
+                               seeds=(0, 1), steps=100, device="cpu", method_kwargs=chosen)
     gain = tu.paired_gain(curves, "finetune", "scratch")
     assert gain[1].mean > 0.03, f"fine-tuning should beat scratch at k=1, gain {gain[1]}"
-    assert gain[1].mean > gain[87].mean, "the gain should shrink with all labels"
+    assert gain[5].mean > 0.02, f"fine-tuning should beat scratch at k=5, gain {gain[5]}"
+    assert gain[1].mean > gain[5].mean > gain[87].mean > 0, (
+        f"the gain should shrink but stay positive with all labels: {gain}")
+    assert gain[87].mean < 0.02, f"with all labels the gain is about one point: {gain[87]}"
 
 
 def test_ch2_each_source_is_best_on_its_own_domain(digits_halves, mnist8):
