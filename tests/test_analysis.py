@@ -221,3 +221,23 @@ def test_format_table_is_text_and_an_html_table_in_notebooks():
     t._repr_pretty_(p, False)
     assert p.out == str(t)  # IPython's plain view is the table, not its repr with quotes
     assert isinstance(tu.results_table({"r": {1: 0.5}}), tu.Table)
+
+
+def test_plot_curves_cuts_accuracy_error_bars_at_one():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    near_one = tu.summarize([0.95, 1.0, 1.0])  # t interval reaches past 1
+    assert near_one.mean + near_one.ci95 > 1.0
+    fig = tu.plot_curves({"a": {1: near_one, 5: tu.summarize([0.5, 0.6, 0.7])}})
+    tops = [seg[:, 1].max() for coll in fig.axes[0].collections for seg in coll.get_segments()]
+    assert max(tops) == pytest.approx(1.0)
+    plt.close(fig)
+    # a quantity that is not bounded by 1 (bits per character) keeps its full interval
+    bits = tu.summarize([2.0, 2.5, 3.0])
+    fig = tu.plot_curves({"lm": {1: bits}}, ylabel="bits per character")
+    tops = [seg[:, 1].max() for coll in fig.axes[0].collections for seg in coll.get_segments()]
+    assert max(tops) == pytest.approx(bits.mean + bits.ci95)
+    plt.close(fig)

@@ -61,19 +61,30 @@ def plot_curves(
 
     On its own figure the legend sits outside the axes, on the right, where it cannot hide
     a point; drawn into a given ``ax`` it goes wherever matplotlib finds room. Integer
-    x values on a linear axis get one tick each (no "1.5 blocks frozen").
+    x values on a linear axis get one tick each (no "1.5 blocks frozen"). When every
+    value lies in [0, 1] (accuracies), the error bars are cut at 0 and 1: a t interval of
+    a bounded quantity can reach past its bounds, the quantity cannot.
     Returns the matplotlib Figure.
     """
     if not curves:
         raise ValueError("plot_curves needs at least one curve, e.g. {'scratch': {1: summary}}")
     own = ax is None
-    fig, ax = (ax.figure, ax) if not own else plt.subplots(figsize=(7.0, 3.8))
     for label, curve in curves.items():
         if not curve:
             raise ValueError(f"curve {label!r} is empty")
+    # accuracies (every seed's value in [0, 1]): error bars are cut at 0 and 1
+    unit_interval = all(0.0 <= v <= 1.0 for c in curves.values() for s in c.values()
+                        for v in getattr(s, "values", (s.mean,)))
+    fig, ax = (ax.figure, ax) if not own else plt.subplots(figsize=(7.0, 3.8))
+    for label, curve in curves.items():
         ks = sorted(curve)
-        ax.errorbar(ks, [curve[k].mean for k in ks], yerr=[curve[k].ci95 for k in ks],
-                    marker="o", capsize=3, label=label)
+        means = np.array([curve[k].mean for k in ks], dtype=float)
+        half = np.array([curve[k].ci95 for k in ks], dtype=float)
+        lo, hi = means - half, means + half
+        if unit_interval:  # an interval of an accuracy stays inside [0, 1]
+            lo, hi = np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
+        ax.errorbar(ks, means, yerr=[means - lo, hi - means], marker="o", capsize=3,
+                    label=label)
     xs = sorted({k for c in curves.values() for k in c})
     if logx:
         ax.set_xscale("log")
