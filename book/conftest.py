@@ -93,7 +93,13 @@ def rebuild(nb, messages: dict[int, list[dict]], language_info: dict | None):
                 client.process_message(msg, cell, index)
             except CellExecutionComplete:
                 break
-        # nbval runs cells with store_history=False: number them as nbclient does
+        # nbval runs cells with store_history=False, and IPython then misses a trailing
+        # ";" (it reads the cell from the history): drop the value it shows, as a kernel
+        # with history (nbclient, Jupyter) does not show it. Else a pyplot figure ending
+        # in ";" appears twice in the book (once drawn, once as the cell's value).
+        if _quiet(cell.source):
+            cell.outputs = [o for o in cell.outputs if o.get("output_type") != "execute_result"]
+        # ... and number them as nbclient does
         cell.execution_count = count
         for output in cell.outputs:
             if output.output_type == "execute_result":
@@ -177,6 +183,13 @@ class BookCache:
             print(f"\nbook cache: stored {len(done)} executed notebooks for the book build "
                   f"in {cache_path().relative_to(ROOT)} ({times}; "
                   f"{sum(s for _, _, s in done):.0f} s in all)")
+
+
+def _quiet(source: str) -> bool:
+    """Whether IPython suppresses a cell's value: its last expression ends with ``;``."""
+    from IPython.core.displayhook import DisplayHook
+
+    return DisplayHook.semicolon_at_end_of_expression(source)
 
 
 def _language_info(kernel) -> dict | None:

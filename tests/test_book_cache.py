@@ -28,6 +28,7 @@ CELLS = [
     "h = display(HTML('<b>one</b>'), display_id=True)\nh.update(HTML('<b>two</b>'))",
     "import ipywidgets\nipywidgets.IntSlider(value=3)",
     "1 + 1",
+    "2 + 2;  # a trailing semicolon hides the value in Jupyter, and must here too",
 ]
 
 
@@ -117,6 +118,16 @@ def test_rebuild_replays_messages_through_nbclient():
     assert cell.execution_count == 1
     assert [(o.output_type, o.text) for o in cell.outputs] == [("stream", "a\n")]
     assert out.metadata["language_info"]["pygments_lexer"] == "ipython3"
+
+    # nbval runs without history, so IPython shows the value of "expr;"; the book must not
+    for source, shown in (("fig = 1\nfig;", []), ("fig", ["execute_result"])):
+        nb = _notebook([source])
+        value = msg("execute_result", {"data": {"text/plain": "1"}, "metadata": {},
+                                       "execution_count": 1})
+        messages = {0: [msg("execute_input", {"code": source, "execution_count": 1}), value,
+                        msg("status", {"execution_state": "idle"})]}
+        out = plugin.rebuild(nb, messages, None)
+        assert [o.output_type for o in out.cells[1].outputs] == shown, source
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """Every cell that draws a figure shows it, once (DESIGN.md section 8, rule 6).
 
-Reads the executed notebooks the book build leaves in _build/jupyter_execute/ (run by
-`make browser`, after `make book`). A pyplot figure returned as a cell's last value is
+Reads the executed notebooks the book was rendered from: the book's execution cache
+(``execute.cache`` in _config.yml, filled by nbval or by the build; run by `make browser`,
+after `make book`). A pyplot figure returned as a cell's last value is
 shown twice in Jupyter (once by the inline backend, once as the value); a figure made
 with ``matplotlib.figure.Figure`` and hidden by a trailing ``;`` is not shown at all.
 Both happened in this book; this test finds either from the outputs alone.
@@ -9,7 +10,6 @@ Both happened in this book; this test finds either from the outputs alone.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -17,14 +17,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EXECUTED = Path(os.environ.get("TU_EXECUTED_DIR", ROOT / "_build" / "jupyter_execute" / "book"))
+CACHE = Path(os.environ.get("TU_EXECUTION_CACHE", ROOT / "_build" / ".jupyter_cache"))
 # a call that draws: tu.plot_*, tu.show_images, or pyplot's show
 DRAWS = re.compile(r"\btu\.(plot_\w+|show_images)\(|\bplt\.show\(\)")
 IMAGE_TYPES = ("image/png", "image/svg+xml", "image/jpeg")
 
 
-def _notebooks() -> list[Path]:
-    return sorted(EXECUTED.glob("[0-9][0-9]_*.ipynb"))
+def _executed() -> dict[str, dict]:
+    """``{chapter name: executed notebook}`` from the book's execution cache."""
+    if not CACHE.exists():
+        return {}
+    from jupyter_cache import get_cache
+
+    cache = get_cache(str(CACHE))
+    found = {}
+    for record in cache.list_cache_records():
+        name = Path(record.uri).stem
+        if re.match(r"\d\d_", name):
+            found[name] = cache.get_cache_bundle(record.pk).nb
+    return dict(sorted(found.items()))
+
+
+EXECUTED = _executed()
 
 
 def _images(cell: dict) -> list[str]:
@@ -67,12 +81,12 @@ def test_the_check_finds_both_faults():
     assert _problems(fine) == []
 
 
-@pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.stem)
-def test_every_drawing_cell_shows_its_figure_once(path):
-    problems = _problems(json.loads(path.read_text()))
-    assert not problems, f"{path.name}:\n" + "\n".join(problems)
+@pytest.mark.parametrize("name", list(EXECUTED))
+def test_every_drawing_cell_shows_its_figure_once(name):
+    problems = _problems(EXECUTED[name])
+    assert not problems, f"{name}.ipynb:\n" + "\n".join(problems)
 
 
-def test_executed_notebooks_are_there():
-    if not _notebooks():
-        pytest.fail(f"no executed notebooks in {EXECUTED}: run `make book` first")
+def test_every_chapter_is_in_the_execution_cache():
+    chapters = sorted(p.stem for p in (ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
+    assert list(EXECUTED) == chapters, f"run `make book` first (cache: {CACHE})"
