@@ -186,10 +186,24 @@ class BookCache:
 
 
 def _quiet(source: str) -> bool:
-    """Whether IPython suppresses a cell's value: its last expression ends with ``;``."""
-    from IPython.core.displayhook import DisplayHook
+    """Whether IPython suppresses a cell's value: its code ends with ``;`` (comments aside).
 
-    return DisplayHook.semicolon_at_end_of_expression(source)
+    The rule of IPython's ``DisplayHook.semicolon_at_end_of_expression``.
+    """
+    import io
+    import tokenize
+
+    try:
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (tokenize.TokenError, SyntaxError):
+        return False
+    skip = (tokenize.ENDMARKER, tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT,
+            tokenize.INDENT, tokenize.DEDENT)
+    for token in reversed(tokens):
+        if token.type in skip:
+            continue
+        return token.type == tokenize.OP and token.string == ";"
+    return False
 
 
 def _language_info(kernel) -> dict | None:
