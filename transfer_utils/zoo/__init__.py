@@ -49,14 +49,24 @@ def available() -> list[str]:
     >>> "mnist8_cnn" in tu.zoo.available()
     True
     """
-    return sorted(p.stem for p in ZOO_DIR.glob("*.json"))
+    return _names(ZOO_DIR)
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.stem for p in folder.glob("*.json"))
+
+
+def _record(folder: Path, name, what: str) -> dict:
+    """The JSON record ``folder/name.json``, or a ValueError listing what is there."""
+    names = _names(folder)
+    if not isinstance(name, str) or name not in names:
+        raise ValueError(f"unknown zoo {what} {name!r}; available: {', '.join(names) or 'none'}")
+    return json.loads((folder / f"{name}.json").read_text())
 
 
 def info(name: str) -> dict:
     """The recipe and recorded metadata (data, model, training, sha256, metrics) of a model."""
-    if not isinstance(name, str) or name not in available():
-        raise ValueError(f"unknown zoo model {name!r}; available: {', '.join(available())}")
-    return json.loads((ZOO_DIR / f"{name}.json").read_text())
+    return _record(ZOO_DIR, name, "model")
 
 
 def _build_model(recipe: dict) -> nn.Module:
@@ -226,14 +236,12 @@ def runs() -> list[str]:
     >>> "private_digits" in tu.zoo.runs()
     True
     """
-    return sorted(p.stem for p in RUNS_DIR.glob("*.json"))
+    return _names(RUNS_DIR)
 
 
 def run_info(name: str) -> dict:
     """What a shipped run is: description, the command that rebuilds it, sha256, summary."""
-    if not isinstance(name, str) or name not in runs():
-        raise ValueError(f"unknown zoo run {name!r}; available: {', '.join(runs()) or 'none'}")
-    return json.loads((RUNS_DIR / f"{name}.json").read_text())
+    return _record(RUNS_DIR, name, "run")
 
 
 def load_run(name: str) -> tuple[dict, dict[str, torch.Tensor]]:
